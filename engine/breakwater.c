@@ -1,0 +1,342 @@
+/* breakwater: command line, the capture loop, the summary.
+ *
+ *   breakwater --pcap FILE [options]     replay a capture through DPDK net_pcap
+ *   breakwater --iface IF [options]      read a live interface (net_af_packet)
+ *   breakwater --eal "ARGS" --port N     real NICs: raw EAL arguments
+ *
+ * Records go to stdout (or --output), one JSON object per line; progress,
+ * warnings and the summary go to stderr. Exit 0 on success, 1 with a one-line
+ * reason on failure, 2 on a usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rte_mbuf.h>
+
+#include "bw-config.h"
+#include "capture.h"
+#include "mem.h"
+#include "output.h"
+#include "pipeline.h"
+
+#define BURST 32
+#define LINEAR_MAX 65536 + 512
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: breakwater --pcap FILE [options]\n"
+"       breakwater --iface IF [options]\n"
+"       breakwater --eal \"EAL ARGS\" [--port N] [options]\n"
+"\n"
+"Follows the SMTP sessions in the traffic and writes one JSON record per line\n"
+"on stdout; progress, warnings and the summary go to stderr.\n"
+"\n"
+"source:\n"
+"  --pcap FILE            replay a capture (pcap or pcapng) through DPDK's net_pcap;\n"
+"                         packet timestamps drive the engine clock\n"
+"  --iface IF             read a live interface through DPDK's net_af_packet\n"
+"  --eal ARGS             raw DPDK EAL arguments (real NICs), e.g.\n"
+"                         --eal \"-l 2 -a 0000:03:00.0 -d /usr/lib/.../pmds-23.0\"\n"
+"  --port N               the DPDK port to read with --eal (default 0)\n"
+"output:\n"
+"  -o, --output FILE      write records to FILE instead of stdout\n"
+"  --flows                one record per flow (on by default until the SMTP stage)\n"
+"  --no-flows             no flow records\n"
+"  --dump-streams DIR     write each flow's reassembled bytes to DIR/<flow_id>.toserver\n"
+"                         and DIR/<flow_id>.toclient (gap bytes are left out)\n"
+"  -q, --quiet            no summary, no progress\n"
+"  -v, --verbose          DPDK logs at info level\n"
+"tuning (defaults in brackets):\n"
+"  --smtp-ports LIST      ports whose TCP flows are followed [25,587,2525]\n"
+"  --tls-ports LIST       implicit-TLS ports, counted only [465]\n"
+"  --max-flows N          flow table size; the least recently seen flow is evicted [262144]\n"
+"  --flow-timeout SECS    idle timeout of an established flow [300]\n"
+"  --stream-memcap SIZE   out-of-order bytes held per stream [1M]\n"
+"  --reasm-memcap SIZE    out-of-order bytes held in total [256M]\n"
+"  --no-checksum          do not verify IPv4/TCP checksums (they are counted, never dropped)\n"
+"  --version              print the version\n");
+}
+
+static void die_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "breakwater: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, " (see breakwater --help)\n");
+	exit(2);
+}
+
+static uint64_t parse_size(const char *s, const char *opt)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || errno || v < 0)
+		die_usage("bad size for %s", opt);
+	switch (*end) {
+	case 'k': case 'K': v *= 1024; end++; break;
+	case 'm': case 'M': v *= 1024 * 1024; end++; break;
+	case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
+	default: break;
+	}
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end)
+		die_usage("bad size for %s", opt);
+	return (uint64_t)v;
+}
+
+static uint64_t parse_uint(const char *s, const char *opt, uint64_t max)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (end == s || *end || errno || v > max)
+		die_usage("bad number for %s", opt);
+	return v;
+}
+
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t wall_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+enum {
+	OPT_PCAP = 256, OPT_IFACE, OPT_EAL, OPT_PORT, OPT_FLOWS, OPT_NO_FLOWS, OPT_DUMP,
+	OPT_SMTP_PORTS, OPT_TLS_PORTS, OPT_MAX_FLOWS, OPT_FLOW_TIMEOUT, OPT_STREAM_MEMCAP,
+	OPT_REASM_MEMCAP, OPT_NO_CSUM, OPT_VERSION,
+};
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"pcap", required_argument, NULL, OPT_PCAP},
+		{"iface", required_argument, NULL, OPT_IFACE},
+		{"eal", required_argument, NULL, OPT_EAL},
+		{"port", required_argument, NULL, OPT_PORT},
+		{"output", required_argument, NULL, 'o'},
+		{"flows", no_argument, NULL, OPT_FLOWS},
+		{"no-flows", no_argument, NULL, OPT_NO_FLOWS},
+		{"dump-streams", required_argument, NULL, OPT_DUMP},
+		{"quiet", no_argument, NULL, 'q'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"smtp-ports", required_argument, NULL, OPT_SMTP_PORTS},
+		{"tls-ports", required_argument, NULL, OPT_TLS_PORTS},
+		{"max-flows", required_argument, NULL, OPT_MAX_FLOWS},
+		{"flow-timeout", required_argument, NULL, OPT_FLOW_TIMEOUT},
+		{"stream-memcap", required_argument, NULL, OPT_STREAM_MEMCAP},
+		{"reasm-memcap", required_argument, NULL, OPT_REASM_MEMCAP},
+		{"no-checksum", no_argument, NULL, OPT_NO_CSUM},
+		{"version", no_argument, NULL, OPT_VERSION},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct capture_config ccfg = { .prog = argv[0] };
+	struct pipeline_config pcfg;
+	struct capture cap;
+	struct pipeline *pl;
+	struct output out;
+	struct run_info ri;
+	const char *out_path = NULL;
+	FILE *out_f = stdout;
+	char err[512];
+	int c, quiet = 0, nsrc = 0;
+	double t_start = mono_s(), t_loop, t_last_progress = 0;
+	uint64_t file_bytes = 0;
+	bool progress, live;
+	static uint8_t linear[LINEAR_MAX];
+
+	pipeline_config_default(&pcfg);
+	while ((c = getopt_long(argc, argv, "o:qvh", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_PCAP: ccfg.source = CAPTURE_PCAP; ccfg.pcap_path = optarg; nsrc++; break;
+		case OPT_IFACE: ccfg.source = CAPTURE_IFACE; ccfg.iface = optarg; nsrc++; break;
+		case OPT_EAL: ccfg.source = CAPTURE_EAL; ccfg.eal_args = optarg; nsrc++; break;
+		case OPT_PORT: ccfg.port_id = (uint16_t)parse_uint(optarg, "--port", 65535); break;
+		case 'o': out_path = optarg; break;
+		case OPT_FLOWS: pcfg.flow_records = true; break;
+		case OPT_NO_FLOWS: pcfg.flow_records = false; break;
+		case OPT_DUMP: pcfg.dump_dir = optarg; break;
+		case 'q': quiet = 1; break;
+		case 'v': ccfg.verbose++; break;
+		case OPT_SMTP_PORTS:
+			if (flow_parse_ports(optarg, pcfg.flow.smtp_ports, &pcfg.flow.n_smtp_ports))
+				die_usage("bad port list for --smtp-ports: %s", optarg);
+			break;
+		case OPT_TLS_PORTS:
+			if (flow_parse_ports(optarg, pcfg.flow.tls_ports, &pcfg.flow.n_tls_ports))
+				die_usage("bad port list for --tls-ports: %s", optarg);
+			break;
+		case OPT_MAX_FLOWS:
+			pcfg.flow.max_flows = (uint32_t)parse_uint(optarg, "--max-flows", 1u << 28);
+			if (!pcfg.flow.max_flows)
+				die_usage("%s must be at least 1", "--max-flows");
+			break;
+		case OPT_FLOW_TIMEOUT:
+			pcfg.flow.timeout_ns[FLOW_ESTABLISHED] =
+				parse_uint(optarg, "--flow-timeout", 86400) * 1000000000ull;
+			break;
+		case OPT_STREAM_MEMCAP:
+			pcfg.reasm.flow_memcap = (uint32_t)parse_size(optarg, "--stream-memcap");
+			break;
+		case OPT_REASM_MEMCAP:
+			pcfg.reasm.global_memcap = parse_size(optarg, "--reasm-memcap");
+			break;
+		case OPT_NO_CSUM: pcfg.decode.verify_checksums = false; break;
+		case OPT_VERSION: printf("breakwater %s\n", BW_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument: %s", argv[optind]);
+	if (nsrc != 1)
+		die_usage("%s", nsrc ? "give only one of --pcap, --iface, --eal"
+				     : "nothing to read: give --pcap FILE or --iface IF");
+	if (pcfg.dump_dir) {
+		struct stat st;
+
+		if (mkdir(pcfg.dump_dir, 0755) != 0 && errno != EEXIST) {
+			fprintf(stderr, "breakwater: cannot create %s: %s\n", pcfg.dump_dir, strerror(errno));
+			return 1;
+		}
+		if (stat(pcfg.dump_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "breakwater: %s is not a directory\n", pcfg.dump_dir);
+			return 1;
+		}
+	}
+	if (out_path) {
+		out_f = fopen(out_path, "w");
+		if (!out_f) {
+			fprintf(stderr, "breakwater: cannot write %s: %s\n", out_path, strerror(errno));
+			return 1;
+		}
+	}
+	setvbuf(out_f, NULL, _IOFBF, 1 << 20);
+
+	if (capture_open(&cap, &ccfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "breakwater: %s\n", err);
+		return 1;
+	}
+	if (!decode_link_supported(cap.linktype)) {
+		fprintf(stderr, "breakwater: %s: link type %d is not supported "
+			"(Ethernet, Linux cooked v1/v2, BSD loopback and raw IP are)\n",
+			ccfg.pcap_path ? ccfg.pcap_path : ccfg.iface, cap.linktype);
+		capture_close(&cap);
+		return 1;
+	}
+	output_init(&out, out_f);
+	pl = pipeline_new(&pcfg, cap.linktype, &out);
+	if (!pl) {
+		fprintf(stderr, "breakwater: out of memory setting up the pipeline\n");
+		capture_close(&cap);
+		return 1;
+	}
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	live = ccfg.source != CAPTURE_PCAP;
+	progress = !quiet && isatty(STDERR_FILENO);
+
+	t_loop = mono_s();
+	while (!stop_requested) {
+		struct rte_mbuf *m[BURST];
+		uint16_t n = capture_rx(&cap, m, BURST);
+
+		for (uint16_t i = 0; i < n; i++) {
+			const uint8_t *data = rte_pktmbuf_mtod(m[i], const uint8_t *);
+			uint32_t len = rte_pktmbuf_pkt_len(m[i]);
+
+			if (m[i]->nb_segs > 1) {
+				/* a frame larger than one mbuf: make it contiguous */
+				if (len > sizeof(linear))
+					len = sizeof(linear);
+				data = rte_pktmbuf_read(m[i], 0, len, linear);
+			}
+			if (i + 1 < n)
+				rte_prefetch0(rte_pktmbuf_mtod(m[i + 1], void *));
+			file_bytes += len + 16;
+			pipeline_packet(pl, data, len, capture_ts_ns(&cap, m[i]));
+		}
+		if (n)
+			rte_pktmbuf_free_bulk(m, n);
+		if (live && pl->now < wall_ns())
+			pl->now = wall_ns();   /* idle flows still expire on a quiet link */
+		pipeline_housekeeping(pl);
+		if (!n) {
+			if (capture_eof(&cap))
+				break;
+			if (live)
+				usleep(50);
+		}
+		if (progress && (pl->stats.packets & 0x3ff) == 0) {
+			double t = mono_s();
+
+			if (t - t_last_progress > 0.5) {
+				t_last_progress = t;
+				if (cap.file_size)
+					fprintf(stderr, "\r  %5.1f%%  %llu packets  %.2f Gbit/s   ",
+						100.0 * (double)file_bytes / (double)cap.file_size,
+						(unsigned long long)pl->stats.packets,
+						(double)pl->stats.bytes * 8 / (t - t_loop) / 1e9);
+				else
+					fprintf(stderr, "\r  %llu packets   ",
+						(unsigned long long)pl->stats.packets);
+			}
+		}
+	}
+	if (progress && t_last_progress > 0)
+		fprintf(stderr, "\r%60s\r", "");
+	pipeline_finish(pl);
+	memset(&ri, 0, sizeof(ri));
+	ri.engine_s = mono_s() - t_loop;
+	ri.source = ccfg.pcap_path ? ccfg.pcap_path : ccfg.iface ? ccfg.iface : "eal";
+	{
+		uint64_t ipk;
+
+		capture_port_stats(&cap, &ipk, &ri.port_missed, &ri.port_errors, &ri.port_nombuf);
+	}
+	fflush(out_f);
+	if (ferror(out_f)) {
+		fprintf(stderr, "breakwater: writing records failed\n");
+		return 1;
+	}
+	ri.wall_s = mono_s() - t_start;
+	if (!quiet)
+		output_summary(stderr, pl, &out, &ri);
+	pipeline_free(pl);
+	output_fini(&out);
+	if (out_f != stdout)
+		fclose(out_f);
+	capture_close(&cap);
+	return 0;
+}

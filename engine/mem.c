@@ -1,0 +1,143 @@
+/* Accounting allocation wrapper; see mem.h. */
+#include "mem.h"
+
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bw-config.h"
+
+#if BW_HAVE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
+
+struct mem_stats mem_stats;
+
+static const char *const tag_names[MEM_TAG_MAX] = {
+	[MEM_MISC] = "misc",
+	[MEM_FLOW] = "flow",
+	[MEM_REASM] = "reassembly",
+	[MEM_SMTP] = "smtp",
+	[MEM_MESSAGE] = "message",
+	[MEM_RULES] = "rules",
+	[MEM_MATCH] = "match",
+	[MEM_STORM] = "storm",
+	[MEM_OUTPUT] = "output",
+};
+
+/* The size the allocator really reserved for p. Binaries link jemalloc as
+ * malloc(), so malloc_usable_size() answers for it as well as for libc. */
+static inline size_t usable(void *p)
+{
+	return malloc_usable_size(p);
+}
+
+static inline void account_add(enum mem_tag tag, void *p)
+{
+	uint64_t n = usable(p);
+
+	mem_stats.in_use[tag] += n;
+	mem_stats.allocs[tag]++;
+	if (mem_stats.in_use[tag] > mem_stats.peak[tag])
+		mem_stats.peak[tag] = mem_stats.in_use[tag];
+}
+
+void *mem_alloc(enum mem_tag tag, size_t size)
+{
+	void *p = malloc(size ? size : 1);
+
+	if (!p) {
+		mem_stats.alloc_fail[tag]++;
+		return NULL;
+	}
+	account_add(tag, p);
+	return p;
+}
+
+void *mem_calloc(enum mem_tag tag, size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (!p) {
+		mem_stats.alloc_fail[tag]++;
+		return NULL;
+	}
+	account_add(tag, p);
+	return p;
+}
+
+void *mem_realloc(enum mem_tag tag, void *p, size_t size)
+{
+	size_t old = p ? usable(p) : 0;
+	void *q = realloc(p, size ? size : 1);
+
+	if (!q) {
+		mem_stats.alloc_fail[tag]++;
+		return NULL;
+	}
+	mem_stats.in_use[tag] -= old;
+	if (!p)
+		mem_stats.allocs[tag]++;
+	mem_stats.in_use[tag] += usable(q);
+	if (mem_stats.in_use[tag] > mem_stats.peak[tag])
+		mem_stats.peak[tag] = mem_stats.in_use[tag];
+	return q;
+}
+
+void mem_free(enum mem_tag tag, void *p)
+{
+	if (!p)
+		return;
+	mem_stats.in_use[tag] -= usable(p);
+	free(p);
+}
+
+char *mem_strndup(enum mem_tag tag, const char *s, size_t n)
+{
+	char *d = mem_alloc(tag, n + 1);
+
+	if (!d)
+		return NULL;
+	memcpy(d, s, n);
+	d[n] = '\0';
+	return d;
+}
+
+char *mem_strdup(enum mem_tag tag, const char *s)
+{
+	return mem_strndup(tag, s, strlen(s));
+}
+
+const char *mem_tag_name(enum mem_tag tag)
+{
+	return tag < MEM_TAG_MAX ? tag_names[tag] : "?";
+}
+
+uint64_t mem_in_use_total(void)
+{
+	uint64_t t = 0;
+
+	for (int i = 0; i < MEM_TAG_MAX; i++)
+		t += mem_stats.in_use[i];
+	return t;
+}
+
+const char *mem_allocator_name(void)
+{
+#if BW_HAVE_JEMALLOC
+	static char name[64];
+	const char *v = NULL;
+	size_t len = sizeof(v);
+
+	if (name[0])
+		return name;
+	if (mallctl("version", &v, &len, NULL, 0) == 0 && v)
+		snprintf(name, sizeof(name), "jemalloc %s", v);
+	else
+		snprintf(name, sizeof(name), "jemalloc");
+	return name;
+#else
+	return "libc";
+#endif
+}

@@ -1,0 +1,153 @@
+/* output: records and summary; see output.h. */
+#include "output.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#include "decode.h"
+#include "flow.h"
+#include "mem.h"
+#include "pipeline.h"
+
+void output_init(struct output *o, FILE *f)
+{
+	memset(o, 0, sizeof(*o));
+	o->f = f;
+	json_init(&o->j);
+}
+
+void output_fini(struct output *o)
+{
+	if (o->f)
+		fflush(o->f);
+	json_free(&o->j);
+}
+
+static void emit(struct output *o)
+{
+	if (json_write(&o->j, o->f) == 0)
+		o->records++;
+	else
+		o->write_errors++;
+}
+
+static void kv_addr(struct json *j, const char *k, const uint8_t a[16])
+{
+	char b[64];
+
+	json_kv_cstr(j, k, decode_addr_str(a, b, sizeof(b)));
+}
+
+void output_flow_record(struct output *o, const struct flow *f)
+{
+	struct json *j = &o->j;
+	static const char *const dn[2] = {"toserver", "toclient"};
+	char k[32];
+
+	json_begin(j);
+	json_kv_cstr(j, "event", "flow");
+	json_kv_u64(j, "flow_id", f->id);
+	json_kv_ts(j, "ts_start", f->ts_first);
+	json_kv_ts(j, "ts_end", f->ts_last);
+	kv_addr(j, "src_ip", flow_client_addr(f));
+	json_kv_u64(j, "src_port", flow_client_port(f));
+	kv_addr(j, "dest_ip", flow_server_addr(f));
+	json_kv_u64(j, "dest_port", flow_server_port(f));
+	json_kv_cstr(j, "proto", "tcp");
+	json_kv_cstr(j, "app", f->kind == FLOW_KIND_TLS_IMPLICIT ? "tls_implicit" : "smtp");
+	json_kv_bool(j, "midstream", !f->seen_syn);
+	for (int d = 0; d < 2; d++) {
+		snprintf(k, sizeof(k), "pkts_%s", dn[d]);
+		json_kv_u64(j, k, f->pkts[d]);
+	}
+	for (int d = 0; d < 2; d++) {
+		snprintf(k, sizeof(k), "bytes_%s", dn[d]);
+		json_kv_u64(j, k, f->bytes[d]);
+	}
+	for (int d = 0; d < 2; d++) {
+		snprintf(k, sizeof(k), "reasm_%s", dn[d]);
+		json_kv_u64(j, k, f->stream[d].delivered);
+	}
+	for (int d = 0; d < 2; d++) {
+		snprintf(k, sizeof(k), "gaps_%s", dn[d]);
+		json_kv_u64(j, k, f->stream[d].gaps);
+	}
+	for (int d = 0; d < 2; d++) {
+		snprintf(k, sizeof(k), "gap_bytes_%s", dn[d]);
+		json_kv_u64(j, k, f->stream[d].gap_bytes);
+	}
+	json_kv_cstr(j, "end", flow_end_name((enum flow_end)f->end));
+	json_end(j);
+	emit(o);
+}
+
+static void human_bytes(char *b, size_t n, double v)
+{
+	static const char *const u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int i = 0;
+
+	while (v >= 1024 && i < 4) {
+		v /= 1024;
+		i++;
+	}
+	snprintf(b, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
+		    const struct run_info *ri)
+{
+	const struct pipeline_stats *ps = &pl->stats;
+	const struct flow_stats *fs = flow_table_stats(pl->flows);
+	const struct reasm_stats *rs = &pl->reasm.stats;
+	const struct decode_stats *ds = &pl->dstats;
+	double secs = ri->engine_s > 0 ? ri->engine_s : 1e-9;
+	char b1[32], b2[32];
+	bool any = false;
+
+	human_bytes(b1, sizeof(b1), (double)ps->bytes);
+	fprintf(f, "breakwater summary: %s\n", ri->source ? ri->source : "");
+	fprintf(f, "  packets:     %" PRIu64 " (%s), tcp %" PRIu64 ", in followed flows %" PRIu64 "\n",
+		ps->packets, b1, ps->tcp_packets, ps->flow_packets);
+	fprintf(f, "  flows:       %" PRIu64 " created (%" PRIu64 " mid-stream, %" PRIu64
+		" implicit TLS); ended fin %" PRIu64 ", rst %" PRIu64 ", timeout %" PRIu64
+		", evicted %" PRIu64 ", end of capture %" PRIu64 "; peak %" PRIu64 " open\n",
+		fs->created, fs->midstream, fs->tls_implicit, fs->ended[FLOW_END_FIN],
+		fs->ended[FLOW_END_RST], fs->ended[FLOW_END_TIMEOUT], fs->ended[FLOW_END_EVICTED],
+		fs->ended[FLOW_END_EOF], fs->peak);
+	human_bytes(b1, sizeof(b1), (double)rs->delivered_bytes);
+	human_bytes(b2, sizeof(b2), (double)rs->held_peak);
+	fprintf(f, "  reassembly:  %s delivered; %" PRIu64 " gaps (%" PRIu64 " bytes, %" PRIu64
+		" found by ACK); %" PRIu64 " retransmitted segments; %" PRIu64 " overlap bytes; "
+		"out-of-order peak %s\n",
+		b1, rs->gaps, rs->gap_bytes, rs->gaps_by_ack, rs->dup_segments,
+		rs->overlap_bytes, b2);
+	fprintf(f, "  anomalies:  ");
+	for (int a = 1; a < DECODE_ANOMALY_MAX; a++) {
+		if (!ds->anomalies[a])
+			continue;
+		fprintf(f, " %s=%" PRIu64, decode_anomaly_name((enum decode_anomaly)a), ds->anomalies[a]);
+		any = true;
+	}
+#define ANOM(name, v) do { if (v) { fprintf(f, " %s=%" PRIu64, name, (uint64_t)(v)); any = true; } } while (0)
+	ANOM("other_port_packets", fs->other_port_pkts);
+	ANOM("packets_after_close", fs->after_close_pkts);
+	ANOM("flow_alloc_fail", fs->alloc_fail);
+	ANOM("reasm_memcap_flush", rs->memcap_flush);
+	ANOM("reasm_memcap_skip", rs->memcap_skip);
+	ANOM("reasm_alloc_fail", rs->alloc_fail);
+	ANOM("data_after_end", rs->data_after_end);
+	ANOM("port_missed", ri->port_missed);
+	ANOM("port_errors", ri->port_errors);
+	ANOM("port_nombuf", ri->port_nombuf);
+	ANOM("record_write_errors", o->write_errors);
+	ANOM("dump_errors", ps->dump_errors);
+#undef ANOM
+	fprintf(f, "%s\n", any ? "" : " none");
+	fprintf(f, "  records:     %" PRIu64 "\n", o->records);
+	human_bytes(b1, sizeof(b1), (double)mem_in_use_total());
+	fprintf(f, "  memory:      %s in use at exit (%s), flow peak %" PRIu64 " bytes\n",
+		b1, mem_allocator_name(), mem_stats.peak[MEM_FLOW]);
+	fprintf(f, "  time:        %.3f s wall, %.3f s in the packet loop\n", ri->wall_s, ri->engine_s);
+	fprintf(f, "  throughput:  %.3f Gbit/s, %.3f Mpps (packet loop)\n",
+		(double)ps->bytes * 8 / secs / 1e9, (double)ps->packets / secs / 1e6);
+}

@@ -1,0 +1,45 @@
+/* output: JSON lines records and the end-of-run summary.
+ *
+ * Records go to one stream (stdout by default), one JSON object per line;
+ * everything meant for a person goes to stderr. Field names of the
+ * transaction record are fixed by DESIGN.md; the flow record is documented in
+ * README.md.
+ */
+#ifndef BW_OUTPUT_H
+#define BW_OUTPUT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "json.h"
+
+struct flow;
+struct pipeline;
+
+struct output {
+	FILE *f;
+	struct json j;
+	uint64_t records;            /* written */
+	uint64_t write_errors;       /* records lost to a write error or oom */
+};
+
+/* Sets up o to write to f (borrowed). Cannot fail. */
+void output_init(struct output *o, FILE *f);
+void output_fini(struct output *o);
+
+/* One record for a flow that ended (f->end says how). */
+void output_flow_record(struct output *o, const struct flow *f);
+
+struct run_info {
+	const char *source;          /* file or interface */
+	double wall_s;               /* whole run, set-up included */
+	double engine_s;             /* time spent in the packet loop */
+	uint64_t port_missed, port_errors, port_nombuf;
+};
+
+/* Writes the human summary of a run to f (stderr). */
+void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
+		    const struct run_info *ri);
+
+#endif

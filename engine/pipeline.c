@@ -1,0 +1,205 @@
+/* pipeline: see pipeline.h. */
+#include "pipeline.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mem.h"
+#include "output.h"
+
+/* What the pipeline keeps per flow, beside the flow itself. Allocated only
+ * when needed (dumping streams; the SMTP session later), so an idle flow
+ * costs only struct flow. */
+struct flow_app {
+	FILE *dump[2];
+};
+
+void pipeline_config_default(struct pipeline_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->decode.verify_checksums = true;
+	flow_config_default(&cfg->flow);
+	reasm_config_default(&cfg->reasm);
+	cfg->flow_records = true;
+	cfg->expire_work = 64;
+}
+
+static struct flow_app *app_of(struct pipeline *pl, struct flow *f)
+{
+	if (!f->app && pl->cfg.dump_dir)
+		f->app = mem_calloc(MEM_FLOW, 1, sizeof(struct flow_app));
+	return f->app;
+}
+
+static void dump_bytes(struct pipeline *pl, struct flow *f, int dir, const uint8_t *p, uint32_t n)
+{
+	struct flow_app *a = app_of(pl, f);
+	char path[4096];
+
+	if (!a) {
+		pl->stats.dump_errors++;
+		return;
+	}
+	if (!a->dump[dir]) {
+		snprintf(path, sizeof(path), "%s/%llu.%s", pl->cfg.dump_dir,
+			 (unsigned long long)f->id, dir == FLOW_TOSERVER ? "toserver" : "toclient");
+		a->dump[dir] = fopen(path, "wb");
+		if (!a->dump[dir]) {
+			pl->stats.dump_errors++;
+			return;
+		}
+	}
+	if (n && fwrite(p, 1, n, a->dump[dir]) != n)
+		pl->stats.dump_errors++;
+}
+
+static void on_data(void *user, void *owner, int dir, const uint8_t *p, uint32_t n)
+{
+	struct pipeline *pl = user;
+
+	if (pl->cfg.dump_dir)
+		dump_bytes(pl, owner, dir, p, n);
+}
+
+static void on_gap(void *user, void *owner, int dir, uint32_t n)
+{
+	(void)user; (void)owner; (void)dir; (void)n;
+}
+
+static void on_end(void *user, void *owner, int dir, enum reasm_end why)
+{
+	(void)user; (void)owner; (void)dir; (void)why;
+}
+
+/* Ends everything the flow feeds (streams, consumer), writes its record and
+ * frees its app state. Leaves the flow in the table. */
+static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
+{
+	enum reasm_end rwhy = why == FLOW_END_RST ? REASM_END_RST : REASM_END_FLUSH;
+	struct flow_app *a = f->app;
+
+	if (f->end == FLOW_END_NONE)
+		f->end = (uint8_t)why;
+	if (f->kind == FLOW_KIND_SMTP) {
+		reasm_end(&pl->reasm, &f->stream[FLOW_TOSERVER], f, FLOW_TOSERVER, rwhy);
+		reasm_end(&pl->reasm, &f->stream[FLOW_TOCLIENT], f, FLOW_TOCLIENT, rwhy);
+	}
+	if (pl->cfg.flow_records)
+		output_flow_record(pl->out, f);
+	if (a) {
+		for (int d = 0; d < 2; d++)
+			if (a->dump[d] && fclose(a->dump[d]) != 0)
+				pl->stats.dump_errors++;
+		mem_free(MEM_FLOW, a);
+		f->app = NULL;
+	}
+}
+
+/* flow table callback: the flow leaves the table */
+static void on_release(void *user, struct flow *f)
+{
+	struct pipeline *pl = user;
+
+	if (f->state != FLOW_CLOSED)
+		flow_finish(pl, f, (enum flow_end)f->end);
+}
+
+static void flow_close(struct pipeline *pl, struct flow *f, enum flow_end why)
+{
+	f->end = (uint8_t)why;
+	flow_finish(pl, f, why);
+	flow_set_state(pl->flows, f, FLOW_CLOSED);
+}
+
+struct pipeline *pipeline_new(const struct pipeline_config *cfg, int linktype,
+			      struct output *out)
+{
+	static const struct reasm_ops rops = { on_data, on_gap, on_end };
+	struct flow_ops fops = { .release = on_release };
+	struct pipeline *pl;
+
+	pl = mem_calloc(MEM_MISC, 1, sizeof(*pl));
+	if (!pl)
+		goto fail_alloc;
+	pl->cfg = *cfg;
+	pl->linktype = linktype;
+	pl->out = out;
+	pl->flows = flow_table_new(&cfg->flow, &fops, pl);
+	if (!pl->flows)
+		goto fail_flows;
+	reasm_ctx_init(&pl->reasm, &cfg->reasm, &rops, pl);
+	return pl;
+
+fail_flows:
+	mem_free(MEM_MISC, pl);
+fail_alloc:
+	return NULL;
+}
+
+void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, uint64_t ts_ns)
+{
+	struct pkt p;
+	struct flow *f;
+	struct reasm_stream *s;
+	bool created;
+	int dir;
+
+	pl->stats.packets++;
+	pl->stats.bytes += len;
+	if (ts_ns > pl->now)
+		pl->now = ts_ns;
+	if (decode_packet(frame, len, pl->linktype, &pl->cfg.decode, &p, &pl->dstats) != DECODE_OK)
+		return;
+	pl->stats.tcp_packets++;
+	p.ts_ns = pl->now;
+	f = flow_get(pl->flows, &p, pl->now, &dir, &created);
+	if (!f)
+		return;
+	pl->stats.flow_packets++;
+	f->pkts[dir]++;
+	f->bytes[dir] += len;
+	if (f->kind != FLOW_KIND_SMTP || f->state == FLOW_CLOSED)
+		return;   /* implicit TLS is counted only; closed flows take stragglers */
+
+	if ((p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN)
+		f->seen_syn = 1;
+	else if ((p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == (TCPF_SYN | TCPF_ACK))
+		f->seen_synack = 1;
+
+	s = &f->stream[dir];
+	if (p.payload_len || (p.tcp_flags & (TCPF_SYN | TCPF_FIN)))
+		reasm_segment(&pl->reasm, s, f, dir, p.seq, p.tcp_flags, p.payload, p.payload_len);
+	if (p.tcp_flags & TCPF_FIN)
+		f->fin[dir] = 1;
+	if (p.tcp_flags & TCPF_RST) {
+		f->rst = 1;
+		flow_close(pl, f, FLOW_END_RST);
+		return;
+	}
+	if (p.tcp_flags & TCPF_ACK)
+		reasm_ack(&pl->reasm, &f->stream[!dir], f, !dir, p.ack);
+
+	if (f->state == FLOW_NEW && (p.payload_len || ((p.tcp_flags & TCPF_ACK) && f->seen_synack)))
+		flow_set_state(pl->flows, f, FLOW_ESTABLISHED);
+	if ((f->stream[0].flags & REASM_ENDED) && (f->stream[1].flags & REASM_ENDED))
+		flow_close(pl, f, FLOW_END_FIN);
+}
+
+void pipeline_housekeeping(struct pipeline *pl)
+{
+	flow_expire(pl->flows, pl->now, pl->cfg.expire_work);
+}
+
+void pipeline_finish(struct pipeline *pl)
+{
+	flow_table_flush(pl->flows, FLOW_END_EOF);
+}
+
+void pipeline_free(struct pipeline *pl)
+{
+	if (!pl)
+		return;
+	flow_table_free(pl->flows, FLOW_END_EOF);
+	mem_free(MEM_MISC, pl);
+}

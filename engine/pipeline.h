@@ -1,0 +1,71 @@
+/* pipeline: one worker's run-to-completion path for a packet:
+ * decode → flow → reassembly → the stream consumer (SMTP once wired; until
+ * then byte counts and, on request, stream dumps) → records.
+ *
+ * The pipeline takes frames as plain bytes with a timestamp, so tests and
+ * fuzzers drive it without DPDK; the capture loop in breakwater.c hands it
+ * each mbuf's data and frees the mbuf after the burst (frames are borrowed).
+ *
+ * The engine clock is the newest packet timestamp seen (never going back),
+ * so a replay gives the same results at any replay speed.
+ */
+#ifndef BW_PIPELINE_H
+#define BW_PIPELINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "decode.h"
+#include "flow.h"
+#include "reassembly.h"
+
+struct output;
+
+struct pipeline_config {
+	struct decode_opts decode;
+	struct flow_config flow;
+	struct reasm_config reasm;
+	const char *dump_dir;        /* write reassembled streams here (NULL: off) */
+	bool flow_records;           /* one record per flow */
+	unsigned expire_work;        /* flows expired at most per housekeeping call */
+};
+
+struct pipeline_stats {
+	uint64_t packets, bytes;     /* frames offered, wire bytes */
+	uint64_t tcp_packets;        /* decoded as TCP */
+	uint64_t flow_packets;       /* belonged to a followed flow */
+	uint64_t dump_errors;
+};
+
+struct pipeline {
+	struct pipeline_config cfg;
+	int linktype;
+	uint64_t now;                /* engine clock, ns */
+	struct decode_stats dstats;
+	struct flow_table *flows;
+	struct reasm_ctx reasm;
+	struct output *out;
+	struct pipeline_stats stats;
+};
+
+void pipeline_config_default(struct pipeline_config *cfg);
+
+/* Returns a pipeline for frames of the given pcap link type writing records
+ * to out (borrowed: must outlive the pipeline), or NULL. */
+struct pipeline *pipeline_new(const struct pipeline_config *cfg, int linktype,
+			      struct output *out);
+
+/* Processes one frame (borrowed, contiguous) captured at ts_ns. */
+void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, uint64_t ts_ns);
+
+/* Bounded housekeeping (flow expiry); call once per burst. */
+void pipeline_housekeeping(struct pipeline *pl);
+
+/* Ends every open flow (end of capture): records are written. */
+void pipeline_finish(struct pipeline *pl);
+
+/* Frees the pipeline (flows still open are flushed first). */
+void pipeline_free(struct pipeline *pl);
+
+#endif
