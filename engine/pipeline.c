@@ -159,13 +159,24 @@ void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, ui
 	pl->stats.flow_packets++;
 	f->pkts[dir]++;
 	f->bytes[dir] += len;
-	if (f->kind != FLOW_KIND_SMTP || f->state == FLOW_CLOSED)
-		return;   /* implicit TLS is counted only; closed flows take stragglers */
-
+	if (f->state == FLOW_CLOSED)
+		return;   /* stragglers of a closed flow: counted only */
 	if ((p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN)
 		f->seen_syn = 1;
 	else if ((p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == (TCPF_SYN | TCPF_ACK))
 		f->seen_synack = 1;
+	if (f->kind != FLOW_KIND_SMTP) {
+		/* implicit TLS: counted, never reassembled; still ends properly */
+		if (p.tcp_flags & TCPF_FIN)
+			f->fin[dir] = 1;
+		if (p.tcp_flags & TCPF_RST)
+			flow_close(pl, f, FLOW_END_RST);
+		else if (f->fin[0] && f->fin[1])
+			flow_close(pl, f, FLOW_END_FIN);
+		else if (f->state == FLOW_NEW && p.payload_len)
+			flow_set_state(pl->flows, f, FLOW_ESTABLISHED);
+		return;
+	}
 
 	s = &f->stream[dir];
 	if (p.payload_len || (p.tcp_flags & (TCPF_SYN | TCPF_FIN)))

@@ -85,7 +85,8 @@ static size_t ipv6_tcp(uint8_t *p, const char *payload, const uint8_t *ext, size
 	p[7] = 64;
 	p[8] = 0xfd; p[9] = 0x00; p[23] = 1;
 	p[24] = 0xfd; p[25] = 0x00; p[39] = 2;
-	memcpy(p + 40, ext, extlen);
+	if (extlen)
+		memcpy(p + 40, ext, extlen);
 	tl = tcp_hdr(t, payload, 5);
 	put16(p + 4, (uint16_t)(extlen + tl));
 	s = csum_add(0, p + 8, 32) + (uint32_t)tl + 6;
@@ -310,7 +311,7 @@ int main(void)
 
 			for (size_t k = 0; k < len; k++)
 				buf[k] = (uint8_t)rand();
-			if (len > 20 && rand() % 2) {   /* plausible headers to get deeper */
+			if (len > 24 && rand() % 2) {   /* plausible headers to get deeper */
 				if (link == 1) { buf[12] = 0x08; buf[13] = 0; buf[14] = 0x45; buf[23] = 6; }
 				else if (link == 12 || link == 101) { buf[0] = 0x45; buf[9] = 6; }
 			}

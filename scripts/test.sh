@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Set up, build and run every test tier: the README's second command, and
+# what CI runs (.ci/run). Needs root for the packages and the inline tier.
+#
+#   scripts/test.sh            all tiers, then the sanitizer build's unit tier
+#   BW_SUITES="unit" scripts/test.sh   only those suites
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+suites=${BW_SUITES:-"unit pcap inline fuzz"}
+werror=()
+[ -n "${CI:-}" ] && werror=(--werror)
+
+status=0
+summary=()
+
+run_suites() {   # build dir, label, suites...
+	local dir=$1 label=$2
+	shift 2
+	local args=()
+	for s in "$@"; do args+=(--suite "$s"); done
+	if meson test -C "$dir" --print-errorlogs --num-processes 2 "${args[@]}"; then :; else status=1; fi
+	local log="$dir/meson-logs/testlog.json"
+	if [ -f "$log" ]; then
+		summary+=("$label: $(python3 - "$log" <<'PY'
+import json, sys
+ok = fail = skip = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line).get("result")
+    if r in ("OK", "EXPECTEDFAIL"): ok += 1
+    elif r == "SKIP": skip += 1
+    else: fail += 1
+print(f"{ok} passed, {fail} failed, {skip} skipped")
+PY
+)")
+	fi
+}
+
+echo "== build (debugoptimized, -Wall -Wextra${werror:+ -Werror})" >&2
+if [ ! -f build/build.ninja ]; then
+	meson setup build "${werror[@]}" >/dev/null
+else
+	meson configure build "${werror[@]}" >/dev/null 2>&1 || true
+fi
+ninja -C build
+read -r -a suite_list <<<"$suites"
+# only suites that exist in this build
+present=()
+for s in "${suite_list[@]}"; do
+	if meson test -C build --list --suite "$s" >/dev/null 2>&1 &&
+	   [ -n "$(meson test -C build --list --suite "$s" 2>/dev/null)" ]; then
+		present+=("$s")
+	fi
+done
+if [ ${#present[@]} -gt 0 ]; then
+	run_suites build "tests" "${present[@]}"
+fi
+
+if [[ " $suites " == *" unit "* ]]; then
+	echo "== sanitizer build (ASan + UBSan), unit suite" >&2
+	if [ ! -f build-asan/build.ninja ]; then
+		meson setup build-asan "${werror[@]}" -Db_sanitize=address,undefined \
+			-Db_lundef=false -Dbuildtype=debug >/dev/null
+	fi
+	ninja -C build-asan
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	run_suites build-asan "sanitizers" unit
+fi
+
+echo >&2
+for line in "${summary[@]}"; do echo "$line" >&2; done
+# one closing line for CI: the totals of every run above
+python3 - "${summary[@]}" <<'PY'
+import re, sys
+p = f = s = 0
+for line in sys.argv[1:]:
+    m = re.search(r"(\d+) passed, (\d+) failed, (\d+) skipped", line)
+    if m:
+        p += int(m[1]); f += int(m[2]); s += int(m[3])
+print(f"{p} passed, {f} failed, {s} skipped")
+PY
+exit $status
