@@ -1,0 +1,433 @@
+#!/usr/bin/env python3
+"""Turns one bench/run.sh results folder into the markdown report.
+
+Reads RES/meta, engine.N.{err,time}, rx.N.out, memcpy.N.out, flow_mem.out and
+the callgrind files cg-{engine,rx}-{1,2}.out; writes markdown to stdout.
+Medians across rounds, with the spread (max - min) / median. Standard
+library only.
+"""
+
+import os
+import platform
+import re
+import statistics
+import struct
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+RES = sys.argv[1] if len(sys.argv) > 1 else "."
+
+
+def read(name, default=""):
+    try:
+        with open(os.path.join(RES, name)) as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def kv_line(text, prefix):
+    """Parses 'prefix k=v k=v' lines into a list of dicts."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(prefix + " "):
+            d = {}
+            for tok in line.split()[1:]:
+                if "=" in tok:
+                    k, v = tok.split("=", 1)
+                    try:
+                        d[k] = float(v)
+                    except ValueError:
+                        d[k] = v
+            out.append(d)
+    return out
+
+
+def cmd(*argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True,
+                              check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def stat(values):
+    """(median, min, max, spread %) or None."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    med = statistics.median(v)
+    spread = (max(v) - min(v)) / med * 100 if med else 0.0
+    return med, min(v), max(v), spread
+
+
+def fmt_stat(s, digits=2):
+    if s is None:
+        return "n/a", "n/a"
+    med, lo, hi, spread = s
+    return (f"{med:.{digits}f}",
+            f"{lo:.{digits}f} – {hi:.{digits}f} (±{spread / 2:.0f}%)")
+
+
+meta = {}
+for line in read("meta").splitlines():
+    if "=" in line:
+        k, v = line.split("=", 1)
+        meta[k] = v
+rounds = int(meta.get("repeat", "1"))
+
+# --- engine -----------------------------------------------------------------
+# The engine's summary (stderr) has lines like
+#   time:        0.451 s wall, 0.271 s in the packet loop
+#   throughput:  7.552 Gbit/s, 2.799 Mpps (packet loop)
+# (an older form put the span on the throughput line: "... Mpps over 0.27 s").
+THROUGHPUT = re.compile(r"throughput:\s*([\d.]+)\s*Gbit/s,\s*([\d.]+)\s*Mpps")
+SPAN = re.compile(r"([\d.]+)\s*s in the packet loop|Mpps\s+over\s+([\d.]+)\s*s")
+
+
+def parse_engine(prefix):
+    eng = {"gbps": [], "mpps": [], "secs": [], "wall": [], "rss_kb": [], "summary": ""}
+    for i in range(1, rounds + 1):
+        err = read(f"{prefix}.{i}.err")
+        if i == 1:
+            eng["summary"] = err
+        m = THROUGHPUT.search(err)
+        eng["gbps"].append(float(m.group(1)) if m else None)
+        eng["mpps"].append(float(m.group(2)) if m else None)
+        m = SPAN.search(err)
+        if m:
+            eng["secs"].append(float(m.group(1) or m.group(2)))
+        t = read(f"{prefix}.{i}.time").split()
+        if len(t) >= 2:
+            eng["wall"].append(float(t[-2]))
+            eng["rss_kb"].append(float(t[-1]))
+    return eng
+
+
+# Variant 0 is the engine as a user runs it (engine.N.*), the others are
+# engine-vJ.N.* with extra arguments (meta variantJ).
+variants = []
+for j in range(int(meta.get("variants", "1"))):
+    variants.append((meta.get(f"variant{j}", ""),
+                     parse_engine("engine" if j == 0 else f"engine-v{j}")))
+eng = variants[0][1]
+first_summary = eng["summary"]
+
+# --- rx ceiling ---------------------------------------------------------------
+rx = {"gbps": [], "mpps": [], "seconds": [], "packets": [], "bytes": []}
+for i in range(1, rounds + 1):
+    for d in kv_line(read(f"rx.{i}.out"), "rx_ceiling"):
+        for k in rx:
+            rx[k].append(d.get(k))
+
+# --- memcpy -------------------------------------------------------------------
+mem = {}   # size -> {"label", "gbytes": [...], "gbit": [...]}
+for i in range(1, rounds + 1):
+    for d in kv_line(read(f"memcpy.{i}.out"), "memcpy"):
+        e = mem.setdefault(int(d["size"]), {"label": d["label"], "gbytes": [], "gbit": []})
+        e["gbytes"].append(d["gbytes"])
+        e["gbit"].append(d["gbit"])
+
+flow_mem = kv_line(read("flow_mem.out"), "flow_mem")
+flow_mem = flow_mem[0] if flow_mem else None
+
+
+# --- callgrind ------------------------------------------------------------------
+def pcap_counts(path):
+    """(packets, frame bytes) of a classic pcap file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    e = "<" if struct.unpack_from("<I", data)[0] in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    off, n, b = 24, 0, 0
+    while off + 16 <= len(data):
+        incl, orig = struct.unpack_from(e + "II", data, off + 8)
+        n += 1
+        b += incl
+        off += 16 + incl
+    return n, b
+
+
+def cg_total(name):
+    text = read(name)
+    m = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def cg_functions(name):
+    """{function: self Ir} from callgrind_annotate."""
+    path = os.path.join(RES, name)
+    if not os.path.exists(path):
+        return {}
+    out = cmd("callgrind_annotate", "--inclusive=no", "--threshold=100", path)
+    funcs = {}
+    for line in out.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*?)\s*$", line)
+        if not m or ":" not in m.group(2):
+            continue
+        fn = m.group(2)
+        obj = re.search(r"\[([^\]]*)\]$", fn)
+        obj = os.path.basename(obj.group(1)) if obj else ""
+        fn = re.sub(r"\s*\[[^\]]*\]$", "", fn)        # drop "[object]"
+        if fn.startswith("???:"):
+            # a stripped library (Debian's DPDK PMDs): name the object instead
+            a = re.match(r"0x0*([0-9a-fA-F]+)(.*)$", fn[4:])
+            fn = f"{obj or '?'} @0x{a.group(1)}{a.group(2)}" if a else f"{obj} {fn[4:]}"
+        else:
+            fn = fn.split(":", 1)[1]
+        funcs[fn] = funcs.get(fn, 0) + int(m.group(1).replace(",", ""))
+    return funcs
+
+
+cg = None
+if meta.get("small1") and os.path.exists(os.path.join(RES, "cg-engine-1.out")):
+    c1, c2 = pcap_counts(meta["small1"]), pcap_counts(meta["small2"])
+    e1, e2 = cg_total("cg-engine-1.out"), cg_total("cg-engine-2.out")
+    r1, r2 = cg_total("cg-rx-1.out"), cg_total("cg-rx-2.out")
+    if c1 and c2 and e1 and e2 and c2[0] > c1[0]:
+        dp, db = c2[0] - c1[0], c2[1] - c1[1]
+        cg = {"pkts": (c1[0], c2[0]), "bytes": (c1[1], c2[1]),
+              "eng_pkt": (e2 - e1) / dp, "eng_byte": (e2 - e1) / db,
+              "eng_total": (e1, e2)}
+        cg["variants"] = []
+        for j, (args, _e) in enumerate(variants):
+            if j == 0:
+                continue
+            v1 = cg_total(f"cg-engine-v{j}-1.out")
+            v2 = cg_total(f"cg-engine-v{j}-2.out")
+            if v1 and v2:
+                cg["variants"].append((args, (v2 - v1) / dp, (v2 - v1) / db))
+        if r1 and r2:
+            cg["rx_pkt"] = (r2 - r1) / dp
+            cg["rx_byte"] = (r2 - r1) / db
+        f1, f2 = cg_functions("cg-engine-1.out"), cg_functions("cg-engine-2.out")
+        diff = {fn: (f2.get(fn, 0) - f1.get(fn, 0)) / dp for fn in set(f1) | set(f2)}
+        cg["top"] = sorted(((v, fn) for fn, v in diff.items() if v > 0), reverse=True)
+
+# --- machine -----------------------------------------------------------------
+lscpu = cmd("lscpu")
+
+
+def lscpu_field(name):
+    m = re.search(rf"^{re.escape(name)}:\s*(.+)$", lscpu, re.M)
+    return m.group(1).strip() if m else "?"
+
+
+cpu_mhz = None
+try:
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"^cpu MHz\s*:\s*([\d.]+)", f.read(), re.M)
+        cpu_mhz = float(m.group(1)) if m else None
+except OSError:
+    pass
+mem_total = "?"
+try:
+    with open("/proc/meminfo") as f:
+        mem_total = f"{int(f.readline().split()[1]) / 1048576:.0f} GiB"
+except (OSError, ValueError, IndexError):
+    pass
+
+# --- report ---------------------------------------------------------------------
+P = print
+now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+P("# breakwater benchmark report")
+P()
+P(f"Run {now} by `bench/run.sh` ({rounds} rounds, interleaved; medians, with the "
+  "range over rounds). Commit "
+  f"`{meta.get('commit', '?')}`" + (f" plus {meta.get('dirty')} uncommitted changes"
+                                     if meta.get("dirty", "0") not in ("0", "") else "")
+  + ", release build.")
+P()
+P("## Machine")
+P()
+P(f"- CPU: {lscpu_field('Model name')}, {os.cpu_count()} cores "
+  f"({lscpu_field('Thread(s) per core')} thread(s) per core), "
+  f"L2 {lscpu_field('L2 cache')}, L3 {lscpu_field('L3 cache')}"
+  + (f", {cpu_mhz:.0f} MHz nominal" if cpu_mhz else "")
+  + f"; hypervisor: {lscpu_field('Hypervisor vendor')}")
+if meta.get("loadavg_start"):
+    P(f"- Load average (1, 5, 15 min) before the timed rounds: {meta['loadavg_start']}; "
+      f"after: {meta.get('loadavg_end', '?')}. Above ~1 on 2 cores, other work "
+      "shared the machine with the benchmark.")
+P(f"- Memory: {mem_total}; kernel {platform.release()}; "
+  f"DPDK {cmd('pkg-config', '--modversion', 'libdpdk') or '?'} (shared build, "
+  "EAL with --no-huge --no-pci --no-shconf, net_pcap vdev); "
+  f"{(cmd('gcc', '--version').splitlines() or ['?'])[0]}")
+P()
+P("## Input")
+P()
+src = meta.get("sources") or ""
+P(f"- Capture: `{meta.get('big', '?')}`, made by `bench/make-big-pcap.py` "
+  f"(--size {meta.get('size')}, --concurrency {meta.get('concurrency')}) from "
+  + (", ".join(f"`{os.path.basename(s)}`" for s in src.split()) if src else "")
+  + (" the built-in synthetic SMTP sessions" if meta.get("synth") == "1" else "")
+  + ".")
+log = meta.get("big_log", "")
+m = re.search(r"(\d+) bytes, (\d+) packets, (\d+) copies x (\d+) packets, "
+              r"(\d+) client flows", log)
+if m:
+    P(f"- {int(m.group(1)) / 1e6:.1f} MB, {int(m.group(2)):,} packets "
+      f"({int(m.group(1)) / int(m.group(2)):.0f} B per record on average), "
+      f"{int(m.group(5)):,} TCP flows ({m.group(3)} copies of a "
+      f"{m.group(4)}-packet template).")
+P()
+
+rg, rm = stat(rx["gbps"]), stat(rx["mpps"])
+big_mem = max(mem) if mem else None
+mg = stat(mem[big_mem]["gbit"]) if big_mem else None
+
+
+def variant_name(args):
+    return "breakwater --pcap" + (f" {args}" if args else "")
+
+
+P("## Throughput (one core)")
+P()
+P("| | Gbit/s | range | Mpps | range |")
+P("|---|---:|---|---:|---|")
+for args, e in variants:
+    a, b = fmt_stat(stat(e["gbps"]))
+    c, d = fmt_stat(stat(e["mpps"]), 3)
+    what = "as run by users" if not args else ""
+    P(f"| {variant_name(args)}{' (' + what + ')' if what else ''} "
+      f"| {a} | {b} | {c} | {d} |")
+a, b = fmt_stat(rg)
+c, d = fmt_stat(rm, 3)
+P(f"| rx_ceiling: DPDK net_pcap receive alone (I/O ceiling) | {a} | {b} | {c} | {d} |")
+for size in sorted(mem):
+    e = mem[size]
+    a, b = fmt_stat(stat(e["gbit"]), 1)
+    human = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+    P(f"| memcpy, one core, {human} buffers ({e['label']}) "
+      f"| {a} | {b} | | |")
+P()
+P("Engine rows: the engine's own summary figure (frame bytes over its packet "
+  "loop). Records go to /dev/null, but they are still formatted."
+  + (" `--no-flows` leaves the per-flow JSON records out: decode + flow + "
+     "reassembly alone, what the issue's target is about."
+     if any("--no-flows" in a for a, _ in variants) else ""))
+P()
+for args, e in variants:
+    eg, em = stat(e["gbps"]), stat(e["mpps"])
+    if not (eg and rg):
+        continue
+    frac = eg[0] / rg[0]
+    P(f"- **{variant_name(args)} / I/O ceiling (bytes/s): {frac:.2f}** "
+      f"(target ≥ 0.50: {'met' if frac >= 0.5 else 'missed'}); in packets/s "
+      f"{em[0] / rm[0]:.2f}.", end="")
+    per_round = [x / r for x, r in zip(e["gbps"], rx["gbps"]) if x and r]
+    if len(per_round) > 1:
+        P(f" Per round: {', '.join(f'{x:.2f}' for x in per_round)}.", end="")
+    P()
+    line = f"  {1e3 / em[0]:.0f} ns per packet, {8 / eg[0]:.3f} ns per byte"
+    if cpu_mhz:
+        line += f" (≈ {8 / eg[0] * cpu_mhz / 1e3:.2f} cycles per byte at nominal clock)"
+    if mg:
+        line += f"; {eg[0] / mg[0]:.3f} of memcpy from DRAM"
+    P(line + ".")
+if rm and rg:
+    P(f"- I/O ceiling: {1e3 / rm[0]:.0f} ns per packet"
+      + (f"; {rg[0] / mg[0]:.3f} of memcpy from DRAM." if mg else "."))
+if eng["wall"]:
+    P(f"- Engine process: {statistics.median(eng['wall']):.2f} s wall (start-up "
+      f"included), max RSS {statistics.median(eng['rss_kb']) / 1024:.0f} MiB.")
+if eng["secs"] and rx["seconds"]:
+    P(f"- Timed spans: engine {statistics.median(eng['secs']):.3f} s, rx_ceiling "
+      f"{statistics.median([x for x in rx['seconds'] if x]):.3f} s. Short spans on a "
+      "shared 2-core VM are noisy: read the range column and the per-round ratios.")
+P()
+
+P("## Flow state")
+P()
+if flow_mem:
+    P(f"- `struct flow`: {flow_mem['sizeof_flow']:.0f} B; as allocated "
+      f"(jemalloc size class): {flow_mem['per_flow']:.0f} B per flow; hash buckets "
+      f"{flow_mem['table_bytes'] / 1024:.0f} KiB for {flow_mem['max_flows']:.0f} "
+      f"flows. **{flow_mem['per_flow_at_max']:.0f} B per flow at the table's capacity** "
+      f"(target ≤ 512 B plus out-of-order data: "
+      f"{'met' if flow_mem['per_flow_at_max'] <= 512 else 'missed'}). Measured by "
+      "`flow_mem` (100,000 flows through flow_get, mem.c's accounting); the SMTP "
+      "session a flow points to is the SMTP stage's memory, not counted here.")
+else:
+    P("- flow_mem did not run.")
+P()
+
+P("## Instructions (callgrind, repeatable)")
+P()
+if cg:
+    P(f"Two small captures of the same template ({cg['pkts'][0]:,} and "
+      f"{cg['pkts'][1]:,} packets); the difference of their instruction counts "
+      "cancels start-up (EAL, rules, mempool) and leaves the per-packet work.")
+    P()
+    P("| | instructions per packet | per byte |")
+    P("|---|---:|---:|")
+    P(f"| breakwater --pcap | {cg['eng_pkt']:.0f} | {cg['eng_byte']:.2f} |")
+    for args, vp, vb in cg["variants"]:
+        P(f"| {variant_name(args)} | {vp:.0f} | {vb:.2f} |")
+    if "rx_pkt" in cg:
+        P(f"| rx_ceiling (net_pcap receive) | {cg['rx_pkt']:.0f} | {cg['rx_byte']:.2f} |")
+        P(f"| breakwater --pcap minus receive | {cg['eng_pkt'] - cg['rx_pkt']:.0f} | "
+          f"{cg['eng_byte'] - cg['rx_byte']:.2f} |")
+        for args, vp, vb in cg["variants"]:
+            P(f"| {variant_name(args)} minus receive | {vp - cg['rx_pkt']:.0f} | "
+              f"{vb - cg['rx_byte']:.2f} |")
+    P()
+    P("callgrind counts user-space instructions only: the kernel's share of "
+      "receive (libpcap's read() of the file) is not in these figures, so the "
+      "instruction ratio understates the I/O ceiling's real cost.")
+    P()
+    if cg.get("top"):
+        P("Engine, self instructions per packet by function (top 15):")
+        P()
+        P("| function | instr/packet | share |")
+        P("|---|---:|---:|")
+        for v, fn in cg["top"][:15]:
+            P(f"| `{fn}` | {v:.0f} | {v / cg['eng_pkt'] * 100:.1f}% |")
+        P()
+else:
+    P("Not run (--no-callgrind, valgrind missing, or the runs failed).")
+    P()
+
+def perf_rows(name, limit):
+    """[(percent, shared object, symbol)] from `perf report --stdio`."""
+    rows = []
+    for line in read(name).splitlines():
+        m = re.match(r"^\s*([\d.]+)%\s+(.*?)\s*$", line)
+        if m:
+            name = re.sub(r"(\s+-)+$", "", m.group(2))   # empty IPC columns
+            rows.append((float(m.group(1)), re.sub(r"\s{2,}", " ", name)))
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+perf_sym = perf_rows("perf.txt", 20)
+if perf_sym:
+    P("## Where the time goes (perf, cpu-clock sampling)")
+    P()
+    P("One more engine run on the big capture under `perf record -e cpu-clock` "
+      "(software sampling; this VM has no hardware counters), recording from "
+      f"{meta.get('perf_delay_ms', '0')} ms after start to skip most of EAL "
+      "start-up (the delay is 80% of wall time minus engine time in round 1). "
+      "`[k]` is the kernel: libpcap's file reads, page faults.")
+    P()
+    dso = perf_rows("perf-dso.txt", 8)
+    if dso:
+        P("By object: " + ", ".join(f"{name} {pct:.1f}%" for pct, name in dso) + ".")
+        P()
+    P("| share | symbol |")
+    P("|---:|---|")
+    for pct, sym in perf_sym:
+        P(f"| {pct:.1f}% | `{sym}` |")
+    P()
+
+P("## Engine summary (round 1, stderr)")
+P()
+P("```")
+P(first_summary.strip() or "(empty)")
+P("```")
+P()
+P("How to read these figures: bench/README.md.")
