@@ -355,8 +355,19 @@ const char *decode_addr_str(const uint8_t a[16], char *buf, unsigned buflen)
 {
 	static const uint8_t v4mapped[12] = {0,0,0,0,0,0,0,0,0,0,0xff,0xff};
 
-	if (memcmp(a, v4mapped, 12) == 0) {
-		snprintf(buf, buflen, "%u.%u.%u.%u", a[12], a[13], a[14], a[15]);
+	if (memcmp(a, v4mapped, 12) == 0 && buflen >= 16) {
+		char *p = buf;
+
+		for (int i = 12; i < 16; i++) {
+			unsigned v = a[i];
+
+			if (v >= 100)
+				*p++ = (char)('0' + v / 100);
+			if (v >= 10)
+				*p++ = (char)('0' + v / 10 % 10);
+			*p++ = (char)('0' + v % 10);
+			*p++ = i < 15 ? '.' : '\0';
+		}
 		return buf;
 	}
 	if (!inet_ntop(AF_INET6, a, buf, buflen) && buflen)
