@@ -1,0 +1,1954 @@
+/* The message stage; see message.h for what it produces.
+ *
+ * Flow of one fed byte: message_feed() cuts the input into lines (or
+ * max_line pieces) and line_in() routes each one. A line that matches an
+ * open multipart boundary closes/opens parts (on_boundary()); otherwise it
+ * belongs to the current entity: its header block (header_line()), the body
+ * of a leaf (leaf_line()), or a preamble/epilogue/skipped part (dropped).
+ *
+ * Leaf body bytes go: transfer decoding (leaf_decoded()) -> charset to UTF-8
+ * (mime_conv) -> CR LF to LF (text_out()) -> "rawbody", and either the HTML
+ * renderer or nothing -> "body" (body_text()) -> text URI scanner.
+ *
+ * Open containers live on a frame stack (a multipart with its boundary, or a
+ * message/rfc822 part around its inner message); at most one leaf is open at
+ * a time, so one set of decoder states suffices.
+ */
+#include "message.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "html.h"
+#include "mem.h"
+#include "mime.h"
+
+#define MESSAGE_BOUNDARY_MAX 200      /* RFC 2046 says 70; be generous */
+#define RFC5322_LINE_MAX 998
+#define ENT_CTYPE_MAX 1024
+#define ENT_CTE_MAX 64
+
+enum msg_state {
+	ST_HEADERS = 1,      /* reading the header block of ent_part */
+	ST_LEAF,             /* body of the leaf part m->leaf */
+	ST_SKIP,             /* preamble, epilogue, or a part we do not record */
+	ST_DONE,
+};
+
+enum leaf_mode {
+	LEAF_COUNT = 1,      /* not text: decode only to count its size */
+	LEAF_TEXT,
+	LEAF_HTML,
+	LEAF_OPAQUE,         /* not decoded at all (depth/part limits) */
+};
+
+enum frame_kind {
+	FRAME_MULTIPART = 1,
+	FRAME_RFC822,
+};
+
+struct frame {
+	uint8_t kind;
+	uint16_t blen;
+	uint32_t part;
+	char boundary[MESSAGE_BOUNDARY_MAX];
+};
+
+struct message_buf {
+	uint8_t *p;
+	uint32_t len, cap, max;
+};
+
+struct hdr_slot {
+	struct message_header h;
+	uint32_t off_name, off_raw, off_value, off_decoded;
+};
+
+struct message {
+	struct message_limits lim;
+	const struct message_ops *ops;
+	void *user;
+	enum msg_state state;
+	uint8_t ended;
+	uint8_t headers_done;
+	uint8_t line_cont;            /* the next piece continues a cut line */
+	uint8_t at_start;             /* no line seen yet */
+	uint8_t saw_crlf, saw_lf;
+	uint64_t cur_line_len;        /* of the logical line being cut */
+
+	struct message_buf line;      /* a line crossing feed calls */
+
+	/* header block of the current entity */
+	struct message_buf hdr;       /* "Name: value" of the header being read */
+	uint8_t hdr_active;
+	uint8_t hdr_cut;
+	int32_t ent_part;             /* -1: not recorded */
+	uint32_t ent_headers;
+	uint16_t ent_ctype_len, ent_cte_len, ent_cdisp_len;
+	uint8_t ent_have_ctype, ent_have_cte, ent_have_cdisp;
+	char ent_ctype[ENT_CTYPE_MAX];
+	char ent_cte[ENT_CTE_MAX];
+	char ent_cdisp[ENT_CTYPE_MAX];
+
+	/* top-level headers */
+	struct message_buf hstore;
+	struct message_buf scratch;   /* unfolded and decoded value of one header */
+	struct hdr_slot *hdrs;
+	uint32_t nhdrs, hdrs_cap;
+	int32_t field[MESSAGE_FIELD_MAX];
+	int32_t first_received;
+	uint32_t received;
+	uint32_t to_count, cc_count;
+
+	/* MIME tree */
+	struct message_part *parts;
+	uint32_t nparts, parts_cap;
+	uint32_t nframes;
+	struct frame *frames;         /* max_depth of them, allocated on first need */
+
+	/* the open leaf */
+	int32_t leaf;
+	enum leaf_mode leaf_mode;
+	enum message_cte leaf_cte;
+	uint8_t leaf_nl_pending;
+	uint8_t leaf_cr_pending;
+	uint8_t conv_open;
+	struct mime_b64 b64;
+	struct mime_qp qp;
+	struct mime_conv conv;
+	struct html *html;
+
+	/* views */
+	struct message_buf body, rawbody;
+	uint8_t body_last, rawbody_last;
+	struct message_buf tok;       /* text URI scanner token */
+	uint8_t tok_cut;
+	struct message_buf uristore;
+	uint32_t *uri_off;            /* pairs: offset, length */
+	uint32_t nuris, uris_cap;
+
+	uint64_t anomalies;
+	uint64_t allocs;
+	struct message_counters c;
+};
+
+static const char *const anomaly_names[MESSAGE_ANOM_MAX] = {
+	[MESSAGE_ANOM_HEADER_TOO_LONG] = "header_too_long",
+	[MESSAGE_ANOM_TOO_MANY_HEADERS] = "too_many_headers",
+	[MESSAGE_ANOM_HEADER_STORE_FULL] = "header_store_full",
+	[MESSAGE_ANOM_BAD_HEADER_LINE] = "bad_header_line",
+	[MESSAGE_ANOM_8BIT_IN_HEADER] = "8bit_in_header",
+	[MESSAGE_ANOM_NUL_BYTE] = "nul_byte",
+	[MESSAGE_ANOM_LONG_LINE] = "long_line",
+	[MESSAGE_ANOM_MIME_DEPTH] = "mime_depth",
+	[MESSAGE_ANOM_TOO_MANY_PARTS] = "too_many_parts",
+	[MESSAGE_ANOM_MISSING_BOUNDARY] = "missing_boundary",
+	[MESSAGE_ANOM_MISSING_BOUNDARY_END] = "missing_boundary_end",
+	[MESSAGE_ANOM_BAD_BASE64] = "bad_base64",
+	[MESSAGE_ANOM_BAD_QP] = "bad_qp",
+	[MESSAGE_ANOM_BAD_CTE] = "bad_cte",
+	[MESSAGE_ANOM_CHARSET_UNKNOWN] = "charset_unknown",
+	[MESSAGE_ANOM_BAD_CHARSET_DATA] = "bad_charset_data",
+	[MESSAGE_ANOM_BAD_ENCODED_WORD] = "bad_encoded_word",
+	[MESSAGE_ANOM_BODY_TRUNCATED] = "body_truncated",
+	[MESSAGE_ANOM_TOO_MANY_URIS] = "too_many_uris",
+	[MESSAGE_ANOM_NO_HEADERS] = "no_headers",
+	[MESSAGE_ANOM_HEADERS_UNTERMINATED] = "headers_unterminated",
+	[MESSAGE_ANOM_BARE_CR_LF_MIX] = "crlf_lf_mix",
+};
+
+static const char *const field_names[MESSAGE_FIELD_MAX] = {
+	[MESSAGE_FIELD_FROM] = "from",
+	[MESSAGE_FIELD_TO] = "to",
+	[MESSAGE_FIELD_CC] = "cc",
+	[MESSAGE_FIELD_SUBJECT] = "subject",
+	[MESSAGE_FIELD_MESSAGE_ID] = "message-id",
+	[MESSAGE_FIELD_DATE] = "date",
+	[MESSAGE_FIELD_IN_REPLY_TO] = "in-reply-to",
+	[MESSAGE_FIELD_REFERENCES] = "references",
+	[MESSAGE_FIELD_AUTO_SUBMITTED] = "auto-submitted",
+	[MESSAGE_FIELD_PRECEDENCE] = "precedence",
+	[MESSAGE_FIELD_LIST_ID] = "list-id",
+	[MESSAGE_FIELD_CONTENT_TYPE] = "content-type",
+	[MESSAGE_FIELD_RETURN_PATH] = "return-path",
+	[MESSAGE_FIELD_MIME_VERSION] = "mime-version",
+	[MESSAGE_FIELD_REPLY_TO] = "reply-to",
+	[MESSAGE_FIELD_SENDER] = "sender",
+};
+
+static void line_in(struct message *m, const uint8_t *p, size_t n, int eol, int cont);
+
+static inline void anomaly(struct message *m, enum message_anomaly a)
+{
+	m->anomalies |= 1ull << a;
+}
+
+/* ---- bounded buffers -------------------------------------------------------- */
+
+/* Makes b hold at least need bytes (need <= b->max). Returns 0, or -ENOMEM
+ * (counted) leaving b as it was. */
+static int buf_grow(struct message *m, struct message_buf *b, size_t need)
+{
+	size_t nc;
+	uint8_t *p;
+
+	if (need <= b->cap)
+		return 0;
+	nc = b->cap ? (size_t)b->cap * 2 : 256;
+	while (nc < need)
+		nc *= 2;
+	if (nc > b->max)
+		nc = b->max;
+	if (nc < need)
+		return -ENOMEM;
+	p = mem_realloc(MEM_MESSAGE, b->p, nc);
+	if (!p) {
+		m->c.alloc_fail++;
+		return -ENOMEM;
+	}
+	m->allocs++;
+	b->p = p;
+	b->cap = (uint32_t)nc;
+	return 0;
+}
+
+/* Appends up to n bytes, as many as b->max allows; returns how many. */
+static size_t buf_append(struct message *m, struct message_buf *b, const void *p, size_t n)
+{
+	size_t room = b->max - b->len;
+
+	if (n > room)
+		n = room;
+	if (n == 0 || buf_grow(m, b, (size_t)b->len + n) < 0)
+		return 0;
+	memcpy(b->p + b->len, p, n);
+	b->len += (uint32_t)n;
+	return n;
+}
+
+static void buf_free(struct message_buf *b)
+{
+	mem_free(MEM_MESSAGE, b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+/* ---- limits ----------------------------------------------------------------- */
+
+void message_limits_default(struct message_limits *lim)
+{
+	lim->max_line = 8192;
+	lim->max_header_bytes = 64 * 1024;
+	lim->max_headers = 1000;
+	lim->max_header_store = 256 * 1024;
+	lim->max_depth = 16;
+	lim->max_parts = 256;
+	lim->max_body = 256 * 1024;
+	lim->max_rawbody = 256 * 1024;
+	lim->max_uris = 256;
+	lim->max_uri_len = 2048;
+	lim->flags = MESSAGE_F_BODY_SUBJECT;
+}
+
+static void limits_fill(struct message_limits *l, const struct message_limits *in)
+{
+	struct message_limits d;
+
+	message_limits_default(&d);
+	if (!in) {
+		*l = d;
+		return;
+	}
+	*l = *in;
+#define DEF(f) do { if (!l->f) l->f = d.f; } while (0)
+	DEF(max_line);
+	DEF(max_header_bytes);
+	DEF(max_headers);
+	DEF(max_header_store);
+	DEF(max_depth);
+	DEF(max_parts);
+	DEF(max_body);
+	DEF(max_rawbody);
+	DEF(max_uris);
+	DEF(max_uri_len);
+#undef DEF
+	if (l->max_line < 80)
+		l->max_line = 80;         /* a boundary line must fit */
+	if (l->max_line > (1u << 24))
+		l->max_line = 1u << 24;
+	if (l->max_depth > MESSAGE_DEPTH_MAX)
+		l->max_depth = MESSAGE_DEPTH_MAX;
+	if (l->max_header_bytes > (1u << 24))
+		l->max_header_bytes = 1u << 24;
+	if (l->max_header_store > (1u << 28))
+		l->max_header_store = 1u << 28;
+	if (l->max_body > (1u << 30))
+		l->max_body = 1u << 30;
+	if (l->max_rawbody > (1u << 30))
+		l->max_rawbody = 1u << 30;
+	if (l->max_uri_len > (1u << 16))
+		l->max_uri_len = 1u << 16;
+	if (l->max_uris > (1u << 16))
+		l->max_uris = 1u << 16;
+	if (l->max_parts > (1u << 16))
+		l->max_parts = 1u << 16;
+	if (l->max_headers > (1u << 20))
+		l->max_headers = 1u << 20;
+}
+
+/* ---- views -------------------------------------------------------------------- */
+
+static const struct message_part *cur_part(const struct message *m)
+{
+	return m->leaf >= 0 ? &m->parts[m->leaf] : (m->nparts ? &m->parts[0] : NULL);
+}
+
+/* One piece of the body or rawbody view: streamed, then kept up to the cap. */
+static void view_out(struct message *m, enum message_view v, const uint8_t *p, size_t n)
+{
+	struct message_buf *b = v == MESSAGE_VIEW_BODY ? &m->body : &m->rawbody;
+
+	if (n == 0)
+		return;
+	if (v == MESSAGE_VIEW_BODY) {
+		m->c.body_bytes += n;
+		m->body_last = p[n - 1];
+	} else {
+		m->c.rawbody_bytes += n;
+		m->rawbody_last = p[n - 1];
+	}
+	if (m->ops && m->ops->on_text)
+		m->ops->on_text(m->user, cur_part(m), v, p, n);
+	if (m->lim.flags & MESSAGE_F_NO_COPIES)
+		return;
+	{
+		size_t k = buf_append(m, b, p, n);
+
+		if (k < n) {
+			if (v == MESSAGE_VIEW_BODY)
+				m->c.body_cut += n - k;
+			else
+				m->c.rawbody_cut += n - k;
+			anomaly(m, MESSAGE_ANOM_BODY_TRUNCATED);
+		}
+	}
+}
+
+/* Adds a URI: cut to max_uri_len, de-duplicated against the kept ones,
+ * reported through on_uri even when the list is full. */
+static void uri_add(struct message *m, const uint8_t *p, size_t n)
+{
+	if (n == 0)
+		return;
+	if (n > m->lim.max_uri_len) {
+		n = m->lim.max_uri_len;
+		m->c.uris_cut++;
+	}
+	for (uint32_t i = 0; i < m->nuris; i++)
+		if (m->uri_off[2 * i + 1] == n &&
+		    memcmp(m->uristore.p + m->uri_off[2 * i], p, n) == 0)
+			return;
+	m->c.uris++;
+	if (m->nuris >= m->lim.max_uris) {
+		m->c.uris_dropped++;
+		anomaly(m, MESSAGE_ANOM_TOO_MANY_URIS);
+	} else {
+		if (m->nuris == m->uris_cap) {
+			uint32_t nc = m->uris_cap ? m->uris_cap * 2 : 8;
+			uint32_t *q;
+
+			if (nc > m->lim.max_uris)
+				nc = m->lim.max_uris;
+			q = mem_realloc(MEM_MESSAGE, m->uri_off, (size_t)nc * 2 * sizeof(*q));
+			if (!q) {
+				m->c.alloc_fail++;
+				goto report;
+			}
+			m->allocs++;
+			m->uri_off = q;
+			m->uris_cap = nc;
+		}
+		if (buf_grow(m, &m->uristore, (size_t)m->uristore.len + n + 1) == 0) {
+			m->uri_off[2 * m->nuris] = m->uristore.len;
+			m->uri_off[2 * m->nuris + 1] = (uint32_t)n;
+			memcpy(m->uristore.p + m->uristore.len, p, n);
+			m->uristore.p[m->uristore.len + n] = '\0';
+			m->uristore.len += (uint32_t)(n + 1);
+			m->nuris++;
+		}
+	}
+report:
+	if (m->ops && m->ops->on_uri)
+		m->ops->on_uri(m->user, cur_part(m), (const char *)p, n);
+}
+
+static int ci_prefix(const uint8_t *p, size_t n, const char *lower, size_t k)
+{
+	if (n < k)
+		return 0;
+	for (size_t i = 0; i < k; i++) {
+		uint8_t c = p[i];
+
+		if (c >= 'A' && c <= 'Z')
+			c = (uint8_t)(c - 'A' + 'a');
+		if (c != (uint8_t)lower[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* The token collected by the text URI scanner ended: report a URI in it. */
+static void tok_end(struct message *m)
+{
+	static const struct { const char *s; size_t len; } schemes[] = {
+		{ "http://", 7 }, { "https://", 8 }, { "ftp://", 6 },
+		{ "mailto:", 7 }, { "www.", 4 },
+	};
+	const uint8_t *t = m->tok.p;
+	size_t n = m->tok.len;
+
+	m->tok.len = 0;
+	/* most tokens are words: every candidate holds a ':' or a '.' */
+	if (n < 5 || (!memchr(t, ':', n) && !memchr(t, '.', n)))
+		goto out;
+	for (size_t s = 0; s + 4 <= n; s++) {
+		uint8_t c = t[s] | 0x20;
+
+		if (c != 'h' && c != 'f' && c != 'm' && c != 'w')
+			continue;
+		for (int k = 0; k < 5; k++) {
+			size_t sl = schemes[k].len, e = n;
+
+			if (!ci_prefix(t + s, n - s, schemes[k].s, sl))
+				continue;
+			/* "www" must not be the tail of a word ("awww.") */
+			if (k == 4 && s > 0 && ((t[s - 1] | 0x20) >= 'a' && (t[s - 1] | 0x20) <= 'z'))
+				continue;
+			while (e > s + sl && strchr(".,;:!?)]}'\"*", t[e - 1]))
+				e--;
+			if (e <= s + sl)
+				continue;
+			if (k == 3 && !memchr(t + s + sl, '@', e - s - sl))
+				continue;
+			if (k == 4 && !memchr(t + s + sl, '.', e - s - sl))
+				continue;
+			if (m->tok_cut)
+				m->c.uris_cut++;
+			uri_add(m, t + s, e - s);
+			goto out;
+		}
+	}
+out:
+	m->tok_cut = 0;
+}
+
+/* Bytes that end a token for the text URI scanner: controls, space and
+ * <>"'`{}|\^ DEL. */
+static const uint8_t uri_delim[256] = {
+	[0 ... 32] = 1, ['<'] = 1, ['>'] = 1, ['"'] = 1, ['\''] = 1, ['`'] = 1,
+	['{'] = 1, ['}'] = 1, ['|'] = 1, ['\\'] = 1, ['^'] = 1, [0x7f] = 1,
+};
+
+static void uri_scan(struct message *m, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = p[i];
+
+		if (uri_delim[c]) {
+			if (m->tok.len)
+				tok_end(m);
+		} else if (m->tok.len < m->tok.cap ||
+			   (m->tok.len < m->tok.max &&
+			    buf_grow(m, &m->tok, (size_t)m->tok.len + 1) == 0)) {
+			m->tok.p[m->tok.len++] = c;
+		} else {
+			m->tok_cut = 1;
+		}
+	}
+}
+
+/* Rendered text: the body view, then the URI scanner. */
+static void body_text(struct message *m, const uint8_t *p, size_t n)
+{
+	view_out(m, MESSAGE_VIEW_BODY, p, n);
+	uri_scan(m, p, n);
+}
+
+static void html_text_cb(void *ctx, const uint8_t *p, size_t n)
+{
+	body_text(ctx, p, n);
+}
+
+static void html_uri_cb(void *ctx, const uint8_t *p, size_t n)
+{
+	uri_add(ctx, p, n);
+}
+
+/* UTF-8 text of a leaf with CR LF already folded to LF. */
+static void text_route(struct message *m, const uint8_t *p, size_t n)
+{
+	if (n == 0)
+		return;
+	view_out(m, MESSAGE_VIEW_RAWBODY, p, n);
+	if (m->leaf_mode == LEAF_HTML)
+		html_feed(m->html, p, n);
+	else
+		body_text(m, p, n);
+}
+
+/* Converted text of a leaf: folds CR LF to LF (a CR at the end of a piece
+ * waits for the next one). */
+static void text_out(void *ctx, const uint8_t *p, size_t n)
+{
+	struct message *m = ctx;
+	size_t s = 0;
+
+	if (n == 0)
+		return;
+	if (m->leaf_cr_pending) {
+		m->leaf_cr_pending = 0;
+		if (p[0] != '\n')
+			text_route(m, (const uint8_t *)"\r", 1);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] != '\r')
+			continue;
+		text_route(m, p + s, i - s);
+		s = i + 1;
+		if (i + 1 == n)
+			m->leaf_cr_pending = 1;
+		else if (p[i + 1] != '\n')
+			text_route(m, (const uint8_t *)"\r", 1);
+	}
+	text_route(m, p + s, n - s);
+}
+
+/* ---- leaves ------------------------------------------------------------------ */
+
+static void part_end(struct message *m, uint32_t idx)
+{
+	m->parts[idx].flags |= MESSAGE_PART_ENDED;
+	if (m->ops && m->ops->on_part_end)
+		m->ops->on_part_end(m->user, &m->parts[idx]);
+}
+
+/* Transfer-decoded bytes of the open leaf. */
+static void leaf_decoded(struct message *m, const uint8_t *p, size_t n)
+{
+	m->parts[m->leaf].decoded_size += n;
+	if (m->leaf_mode == LEAF_TEXT || m->leaf_mode == LEAF_HTML)
+		mime_conv_feed(&m->conv, p, n, text_out, m);
+}
+
+/* One body line (or piece) of the open leaf. */
+static void leaf_line(struct message *m, const uint8_t *p, size_t n, int eol)
+{
+	struct message_part *part = &m->parts[m->leaf];
+
+	part->raw_size += n + (eol ? 1 : 0);
+	if (m->leaf_mode == LEAF_OPAQUE)
+		return;
+	if (m->leaf_nl_pending) {
+		m->leaf_nl_pending = 0;
+		leaf_decoded(m, (const uint8_t *)"\n", 1);
+	}
+	switch (m->leaf_cte) {
+	case MESSAGE_CTE_BASE64: {
+		uint8_t out[MIME_B64_OUT(1024)];
+
+		while (n) {
+			size_t k = n > 1024 ? 1024 : n;
+			size_t w = mime_b64_decode(&m->b64, p, k, out);
+
+			leaf_decoded(m, out, w);
+			p += k;
+			n -= k;
+		}
+		break;
+	}
+	case MESSAGE_CTE_QP: {
+		uint8_t out[MIME_QP_OUT(1024)];
+		int hard = 0;
+
+		do {
+			size_t k = n > 1024 ? 1024 : n;
+			int last = k == n;
+			size_t w = mime_qp_decode(&m->qp, p, k, eol && last, out, &hard);
+
+			leaf_decoded(m, out, w);
+			p += k;
+			n -= k;
+		} while (n);
+		if (hard)
+			m->leaf_nl_pending = 1;
+		break;
+	}
+	default:
+		leaf_decoded(m, p, n);
+		if (eol)
+			m->leaf_nl_pending = 1;
+		break;
+	}
+}
+
+/* Closes the open leaf. at_boundary: the line end before a boundary belongs
+ * to the boundary (RFC 2046), so a pending newline is dropped. */
+static void leaf_end(struct message *m, int at_boundary)
+{
+	uint8_t out[4];
+	size_t w;
+
+	if (m->leaf < 0)
+		return;
+	if (m->leaf_mode != LEAF_OPAQUE) {
+		if (m->leaf_nl_pending && !at_boundary)
+			leaf_decoded(m, (const uint8_t *)"\n", 1);
+		if (m->leaf_cte == MESSAGE_CTE_BASE64) {
+			w = mime_b64_finish(&m->b64, out);
+			leaf_decoded(m, out, w);
+			m->c.base64_bad_chars += m->b64.bad;
+			m->c.base64_partial += m->b64.partial;
+			if (m->b64.bad || m->b64.partial)
+				anomaly(m, MESSAGE_ANOM_BAD_BASE64);
+		} else if (m->leaf_cte == MESSAGE_CTE_QP) {
+			w = mime_qp_finish(&m->qp, out);
+			leaf_decoded(m, out, w);
+			m->c.qp_bad += m->qp.bad;
+			if (m->qp.bad)
+				anomaly(m, MESSAGE_ANOM_BAD_QP);
+		}
+	}
+	m->leaf_nl_pending = 0;
+	if (m->conv_open) {
+		mime_conv_finish(&m->conv, text_out, m);
+		m->c.charset_bad_bytes += m->conv.bad;
+		if (m->conv.bad)
+			anomaly(m, MESSAGE_ANOM_BAD_CHARSET_DATA);
+		mime_conv_close(&m->conv);
+		m->conv_open = 0;
+	}
+	if (m->leaf_cr_pending) {
+		m->leaf_cr_pending = 0;
+		text_route(m, (const uint8_t *)"\r", 1);
+	}
+	if (m->leaf_mode == LEAF_HTML) {
+		html_finish(m->html);
+		m->c.html_tags += m->html->c.tags;
+		m->c.html_tags_cut += m->html->c.tags_truncated;
+	}
+	if (m->leaf_mode == LEAF_TEXT || m->leaf_mode == LEAF_HTML) {
+		if (m->tok.len)
+			tok_end(m);
+		m->tok_cut = 0;
+	}
+	part_end(m, (uint32_t)m->leaf);
+	m->leaf = -1;
+	m->state = ST_SKIP;
+}
+
+/* Opens part idx as the leaf, in mode. */
+static void leaf_begin(struct message *m, uint32_t idx, enum leaf_mode mode)
+{
+	struct message_part *part = &m->parts[idx];
+
+	m->leaf = (int32_t)idx;
+	m->leaf_mode = mode;
+	m->leaf_cte = part->cte;
+	m->leaf_nl_pending = 0;
+	m->leaf_cr_pending = 0;
+	m->state = ST_LEAF;
+	mime_b64_init(&m->b64);
+	mime_qp_init(&m->qp);
+	if (mode != LEAF_TEXT && mode != LEAF_HTML)
+		return;
+	if (mode == LEAF_HTML) {
+		if (!m->html) {
+			m->html = mem_alloc(MEM_MESSAGE, sizeof(*m->html));
+			if (!m->html) {
+				m->c.alloc_fail++;
+				m->leaf_mode = LEAF_TEXT;  /* degrade: tags stay in "body" */
+			} else {
+				m->allocs++;
+			}
+		}
+		if (m->html)
+			html_init(m->html, html_text_cb, html_uri_cb, m);
+	}
+	if (mime_conv_open(&m->conv, part->charset, strlen(part->charset)) < 0) {
+		m->c.charset_unknown++;
+		anomaly(m, MESSAGE_ANOM_CHARSET_UNKNOWN);
+	}
+	m->conv_open = 1;
+	/* parts are separated by a line break in the text views */
+	if (m->body_last && m->body_last != '\n')
+		view_out(m, MESSAGE_VIEW_BODY, (const uint8_t *)"\n", 1);
+	if (m->rawbody_last && m->rawbody_last != '\n')
+		view_out(m, MESSAGE_VIEW_RAWBODY, (const uint8_t *)"\n", 1);
+}
+
+/* ---- entities and parts -------------------------------------------------------- */
+
+/* Records a new part and makes it the entity whose headers come next; over
+ * max_parts the entity is skipped (counted) up to the next boundary. */
+static void entity_begin(struct message *m, int32_t parent, uint16_t depth)
+{
+	struct message_part *part;
+
+	m->hdr_active = 0;
+	m->hdr_cut = 0;
+	m->ent_headers = 0;
+	m->ent_have_ctype = m->ent_have_cte = m->ent_have_cdisp = 0;
+	m->ent_ctype_len = m->ent_cte_len = m->ent_cdisp_len = 0;
+	if (m->nparts >= m->lim.max_parts) {
+		m->c.parts_dropped++;
+		anomaly(m, MESSAGE_ANOM_TOO_MANY_PARTS);
+		goto skip;
+	}
+	if (m->nparts == m->parts_cap) {
+		uint32_t nc = m->parts_cap ? m->parts_cap * 2 : 4;
+		struct message_part *q;
+
+		if (nc > m->lim.max_parts)
+			nc = m->lim.max_parts;
+		q = mem_realloc(MEM_MESSAGE, m->parts, (size_t)nc * sizeof(*q));
+		if (!q) {
+			m->c.alloc_fail++;
+			goto skip;
+		}
+		m->allocs++;
+		m->parts = q;
+		m->parts_cap = nc;
+	}
+	part = &m->parts[m->nparts];
+	memset(part, 0, sizeof(*part));
+	part->index = m->nparts;
+	part->parent = parent;
+	part->depth = depth;
+	m->ent_part = (int32_t)m->nparts++;
+	m->c.parts++;
+	m->state = ST_HEADERS;
+	return;
+skip:
+	m->ent_part = -1;
+	m->state = ST_SKIP;
+}
+
+static void copy_lower(char *dst, size_t cap, const char *src, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n && k + 1 < cap; i++) {
+		char c = src[i];
+
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c - 'A' + 'a');
+		dst[k++] = c;
+	}
+	dst[k] = '\0';
+}
+
+static enum message_cte cte_parse(const char *v, size_t n)
+{
+	char t[ENT_CTE_MAX];
+	size_t s = 0;
+
+	while (s < n && (v[s] == ' ' || v[s] == '\t'))
+		s++;
+	while (n > s && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == ';'))
+		n--;
+	copy_lower(t, sizeof(t), v + s, n - s);
+	if (t[0] == '\0' || strcmp(t, "7bit") == 0 || strcmp(t, "8bit") == 0 ||
+	    strcmp(t, "binary") == 0)
+		return MESSAGE_CTE_7BIT;
+	if (strcmp(t, "quoted-printable") == 0)
+		return MESSAGE_CTE_QP;
+	if (strcmp(t, "base64") == 0)
+		return MESSAGE_CTE_BASE64;
+	return MESSAGE_CTE_UNKNOWN;
+}
+
+static void hdr_stats_add(struct message *m, const struct mime_hdr_stats *st)
+{
+	m->c.encoded_words += st->words;
+	m->c.encoded_words_bad += st->bad_words;
+	m->c.charset_unknown += st->charset_unknown;
+	m->c.charset_bad_bytes += st->bad_seq;
+	if (st->bad_words)
+		anomaly(m, MESSAGE_ANOM_BAD_ENCODED_WORD);
+	if (st->charset_unknown)
+		anomaly(m, MESSAGE_ANOM_CHARSET_UNKNOWN);
+	if (st->bad_seq)
+		anomaly(m, MESSAGE_ANOM_BAD_CHARSET_DATA);
+}
+
+/* Makes sure the frame stack exists; returns 0 or -ENOMEM (counted). */
+static int frames_ensure(struct message *m)
+{
+	if (m->frames)
+		return 0;
+	m->frames = mem_alloc(MEM_MESSAGE, (size_t)m->lim.max_depth * sizeof(*m->frames));
+	if (!m->frames) {
+		m->c.alloc_fail++;
+		return -ENOMEM;
+	}
+	m->allocs++;
+	return 0;
+}
+
+/* The header block of the current entity ended: decides what the entity is
+ * (container, inner message, or leaf) and opens it. */
+static void entity_headers_done(struct message *m)
+{
+	struct mime_params mp;
+	struct mime_hdr_stats st;
+	struct message_part *part;
+	const char *v;
+	size_t vl;
+	int parent_digest = 0, text, attach;
+	uint32_t idx;
+
+	if (m->ent_part < 0) {
+		m->state = ST_SKIP;
+		return;
+	}
+	idx = (uint32_t)m->ent_part;
+	part = &m->parts[idx];
+	part->header_count = m->ent_headers;
+	memset(&st, 0, sizeof(st));
+	if (part->parent >= 0 &&
+	    strcmp(m->parts[part->parent].type, "multipart/digest") == 0)
+		parent_digest = 1;
+
+	mime_params_parse(&mp, m->ent_ctype, m->ent_have_ctype ? m->ent_ctype_len : 0);
+	if (m->ent_have_ctype && strchr(mp.value, '/') && mp.value[0] != '/')
+		copy_lower(part->type, sizeof(part->type), mp.value, strlen(mp.value));
+	else
+		strcpy(part->type, parent_digest ? "message/rfc822" : "text/plain");
+	v = mime_param(&mp, "charset", &vl);
+	if (v)
+		copy_lower(part->charset, sizeof(part->charset), v, vl);
+	mime_params_filename(&mp, "name", part->name, sizeof(part->name), &st);
+	if (m->ent_have_cte) {
+		part->cte = cte_parse(m->ent_cte, m->ent_cte_len);
+		if (part->cte == MESSAGE_CTE_UNKNOWN)
+			anomaly(m, MESSAGE_ANOM_BAD_CTE);
+	}
+
+	if (strncmp(part->type, "multipart/", 10) == 0) {
+		v = mime_param(&mp, "boundary", &vl);
+		part->flags |= MESSAGE_PART_MULTIPART;
+		if (!v || vl == 0 || vl > MESSAGE_BOUNDARY_MAX) {
+			anomaly(m, MESSAGE_ANOM_MISSING_BOUNDARY);
+			part->flags &= (uint16_t)~MESSAGE_PART_MULTIPART;
+			part->flags |= MESSAGE_PART_TEXT;
+			goto root_done;
+		}
+		if (part->depth + 1u > m->lim.max_depth) {
+			anomaly(m, MESSAGE_ANOM_MIME_DEPTH);
+			m->c.depth_hits++;
+			part->flags |= MESSAGE_PART_OPAQUE;
+			goto root_done;
+		}
+		if (frames_ensure(m) < 0) {
+			part->flags |= MESSAGE_PART_OPAQUE;
+			goto root_done;
+		}
+		{
+			struct frame *f = &m->frames[m->nframes++];
+
+			f->kind = FRAME_MULTIPART;
+			f->part = idx;
+			f->blen = (uint16_t)vl;
+			memcpy(f->boundary, v, vl);
+		}
+		goto root_done;
+	}
+	/* a message/rfc822 part is an inner message, unless encoded (then it
+	 * is an attachment like any other) */
+	if ((strcmp(part->type, "message/rfc822") == 0 ||
+	     strcmp(part->type, "message/global") == 0) &&
+	    (part->cte == MESSAGE_CTE_7BIT || part->cte == MESSAGE_CTE_UNKNOWN)) {
+		part->flags |= MESSAGE_PART_RFC822;
+		if (part->depth + 1u > m->lim.max_depth) {
+			anomaly(m, MESSAGE_ANOM_MIME_DEPTH);
+			m->c.depth_hits++;
+			part->flags |= MESSAGE_PART_OPAQUE;
+		} else if (frames_ensure(m) < 0) {
+			part->flags |= MESSAGE_PART_OPAQUE;
+		}
+		goto root_done;
+	}
+	/* the ctype parameters are done with: reuse mp for the disposition;
+	 * its filename wins over the Content-Type name */
+	mime_params_parse(&mp, m->ent_cdisp, m->ent_have_cdisp ? m->ent_cdisp_len : 0);
+	attach = strcmp(mp.value, "attachment") == 0;
+	{
+		char fname[MESSAGE_NAME_MAX];
+
+		if (mime_params_filename(&mp, "filename", fname, sizeof(fname), &st))
+			memcpy(part->name, fname, sizeof(fname));
+	}
+	text = strncmp(part->type, "text/", 5) == 0;
+	if (text)
+		part->flags |= MESSAGE_PART_TEXT;
+	if (strcmp(part->type, "text/html") == 0)
+		part->flags |= MESSAGE_PART_HTML;
+	if (attach || part->name[0] || !text)
+		part->flags |= MESSAGE_PART_ATTACHMENT;
+root_done:
+	hdr_stats_add(m, &st);
+	if (idx == 0) {
+		m->headers_done = 1;
+		if (m->ops && m->ops->on_headers_end)
+			m->ops->on_headers_end(m->user, m);
+		if ((m->lim.flags & MESSAGE_F_BODY_SUBJECT) &&
+		    m->field[MESSAGE_FIELD_SUBJECT] >= 0) {
+			const struct message_header *h = &m->hdrs[m->field[MESSAGE_FIELD_SUBJECT]].h;
+
+			view_out(m, MESSAGE_VIEW_BODY, (const uint8_t *)h->decoded, h->decoded_len);
+			view_out(m, MESSAGE_VIEW_BODY, (const uint8_t *)"\n", 1);
+		}
+	}
+	if (m->ops && m->ops->on_part_begin)
+		m->ops->on_part_begin(m->user, part);
+	if (part->flags & MESSAGE_PART_OPAQUE) {
+		leaf_begin(m, idx, LEAF_OPAQUE);
+	} else if (part->flags & MESSAGE_PART_MULTIPART) {
+		m->state = ST_SKIP;               /* the preamble */
+	} else if (part->flags & MESSAGE_PART_RFC822) {
+		struct frame *f = &m->frames[m->nframes++];
+
+		f->kind = FRAME_RFC822;
+		f->part = idx;
+		f->blen = 0;
+		entity_begin(m, (int32_t)idx, (uint16_t)(part->depth + 1));
+	} else if (part->flags & MESSAGE_PART_HTML) {
+		leaf_begin(m, idx, LEAF_HTML);
+	} else if (part->flags & MESSAGE_PART_TEXT) {
+		leaf_begin(m, idx, LEAF_TEXT);
+	} else {
+		leaf_begin(m, idx, LEAF_COUNT);
+	}
+}
+
+/* ---- headers --------------------------------------------------------------------- */
+
+static int field_of(const char *name, size_t n)
+{
+	for (int f = 0; f < MESSAGE_FIELD_MAX; f++)
+		if (strlen(field_names[f]) == n && strncasecmp(field_names[f], name, n) == 0)
+			return f;
+	return -1;
+}
+
+/* Entries of an address list holding an '@' (commas inside quotes, angle
+ * brackets and comments do not split). */
+static uint32_t count_addresses(const char *v, size_t n)
+{
+	uint32_t count = 0;
+	int at = 0, quote = 0, angle = 0, paren = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+
+		if (quote) {
+			if (c == '\\' && i + 1 < n)
+				i++;
+			else if (c == '"')
+				quote = 0;
+			continue;
+		}
+		if (c == '"')
+			quote = 1;
+		else if (c == '(')
+			paren++;
+		else if (c == ')' && paren)
+			paren--;
+		else if (paren)
+			continue;
+		else if (c == '<')
+			angle = 1;
+		else if (c == '>')
+			angle = 0;
+		else if (c == '@')
+			at = 1;
+		else if ((c == ',' || c == ';') && !angle) {
+			count += (uint32_t)at;
+			at = 0;
+		}
+	}
+	return count + (uint32_t)at;
+}
+
+/* Points the header slots at the store again after it moved. */
+static void hdrs_rebase(struct message *m)
+{
+	const char *b = (const char *)m->hstore.p;
+
+	for (uint32_t i = 0; i < m->nhdrs; i++) {
+		struct hdr_slot *s = &m->hdrs[i];
+
+		s->h.name = b + s->off_name;
+		s->h.raw = b + s->off_raw;
+		s->h.value = b + s->off_value;
+		s->h.decoded = b + s->off_decoded;
+	}
+}
+
+/* Keeps a copy of header h in the store. Returns its slot index or -1
+ * (over max_headers or max_header_store, or out of memory: counted). */
+static int32_t hdr_store(struct message *m, const struct message_header *h)
+{
+	size_t need = (size_t)h->name_len + h->raw_len + h->value_len + 3;
+	int same = h->decoded_len == h->value_len &&
+		   memcmp(h->decoded, h->value, h->value_len) == 0;
+	struct hdr_slot *s;
+	const char *b;
+	uint8_t *old;
+
+	if (!same)
+		need += (size_t)h->decoded_len + 1;
+	if (m->nhdrs >= m->lim.max_headers) {
+		anomaly(m, MESSAGE_ANOM_TOO_MANY_HEADERS);
+		goto drop;
+	}
+	if (need > (size_t)m->hstore.max - m->hstore.len) {
+		anomaly(m, MESSAGE_ANOM_HEADER_STORE_FULL);
+		goto drop;
+	}
+	if (m->nhdrs == m->hdrs_cap) {
+		uint32_t nc = m->hdrs_cap ? m->hdrs_cap * 2 : 16;
+		struct hdr_slot *q;
+
+		if (nc > m->lim.max_headers)
+			nc = m->lim.max_headers;
+		q = mem_realloc(MEM_MESSAGE, m->hdrs, (size_t)nc * sizeof(*q));
+		if (!q) {
+			m->c.alloc_fail++;
+			goto drop;
+		}
+		m->allocs++;
+		m->hdrs = q;
+		m->hdrs_cap = nc;
+	}
+	old = m->hstore.p;
+	if (buf_grow(m, &m->hstore, m->hstore.len + need) < 0)
+		goto drop;
+	if (m->hstore.p != old)
+		hdrs_rebase(m);
+	s = &m->hdrs[m->nhdrs];
+#define PUT(field, off) do { \
+		s->off = m->hstore.len; \
+		memcpy(m->hstore.p + m->hstore.len, h->field, h->field##_len); \
+		m->hstore.len += h->field##_len; \
+		m->hstore.p[m->hstore.len++] = '\0'; \
+	} while (0)
+	PUT(name, off_name);
+	PUT(raw, off_raw);
+	PUT(value, off_value);
+	if (same)
+		s->off_decoded = s->off_value;
+	else
+		PUT(decoded, off_decoded);
+#undef PUT
+	b = (const char *)m->hstore.p;
+	s->h.name = b + s->off_name;
+	s->h.raw = b + s->off_raw;
+	s->h.value = b + s->off_value;
+	s->h.decoded = b + s->off_decoded;
+	s->h.name_len = h->name_len;
+	s->h.raw_len = h->raw_len;
+	s->h.value_len = h->value_len;
+	s->h.decoded_len = h->decoded_len;
+	m->nhdrs++;
+	return (int32_t)(m->nhdrs - 1);
+drop:
+	m->c.headers_dropped++;
+	return -1;
+}
+
+static void ent_keep(char *dst, uint16_t *len, uint8_t *have, size_t cap,
+		     const char *v, size_t n)
+{
+	if (*have)
+		return;       /* the first one counts */
+	if (n > cap)
+		n = cap;
+	memcpy(dst, v, n);
+	*len = (uint16_t)n;
+	*have = 1;
+}
+
+/* The header being read is complete: unfold, decode, store (top level),
+ * report, and note the MIME fields of the entity. */
+static void hdr_finish(struct message *m)
+{
+	struct message_header h;
+	struct mime_hdr_stats st;
+	char *name, *raw, *val, *dec;
+	size_t nl, rl, vl = 0, dcap, s = 0;
+	int top;
+
+	if (!m->hdr_active)
+		return;
+	m->hdr_active = 0;
+	/* hdr.max keeps a byte for the NUL */
+	if (!m->hdr.len || buf_grow(m, &m->hdr, (size_t)m->hdr.len + 1) < 0)
+		return;
+	name = (char *)m->hdr.p;
+	m->hdr.p[m->hdr.len] = '\0';
+	raw = memchr(name, ':', m->hdr.len);  /* header_line() saw one */
+	if (!raw)
+		return;
+	rl = m->hdr.len - (size_t)(raw - name) - 1;
+	nl = (size_t)(raw - name);
+	while (nl && (name[nl - 1] == ' ' || name[nl - 1] == '\t'))
+		nl--;
+	name[nl] = '\0';
+	raw++;
+	m->ent_headers++;
+	top = m->ent_part == 0;
+
+	/* scratch: unfolded value, NUL, decoded value, NUL */
+	dcap = rl * 2 + 64;
+	if (buf_grow(m, &m->scratch, rl + 1 + dcap + 1) < 0) {
+		m->scratch.len = 0;
+		if (top) {
+			m->c.headers++;
+			m->c.headers_dropped++;
+		}
+		return;
+	}
+	val = (char *)m->scratch.p;
+	while (s < rl && (raw[s] == ' ' || raw[s] == '\t' || raw[s] == '\r' || raw[s] == '\n'))
+		s++;
+	for (size_t i = s; i < rl; i++)
+		if (raw[i] != '\n' && raw[i] != '\r')
+			val[vl++] = raw[i];
+	while (vl && (val[vl - 1] == ' ' || val[vl - 1] == '\t'))
+		vl--;
+	val[vl] = '\0';
+
+	if (nl == 12 && strncasecmp(name, "content-type", 12) == 0)
+		ent_keep(m->ent_ctype, &m->ent_ctype_len, &m->ent_have_ctype, ENT_CTYPE_MAX, val, vl);
+	else if (nl == 25 && strncasecmp(name, "content-transfer-encoding", 25) == 0)
+		ent_keep(m->ent_cte, &m->ent_cte_len, &m->ent_have_cte, ENT_CTE_MAX, val, vl);
+	else if (nl == 19 && strncasecmp(name, "content-disposition", 19) == 0)
+		ent_keep(m->ent_cdisp, &m->ent_cdisp_len, &m->ent_have_cdisp, ENT_CTYPE_MAX, val, vl);
+	if (!top) {
+		m->c.part_headers++;
+		return;
+	}
+
+	m->c.headers++;
+	dec = val + vl + 1;
+	memset(&st, 0, sizeof(st));
+	if (memmem(val, vl, "=?", 2)) {
+		size_t dl = mime_decode_header(val, vl, dec, dcap, &st);
+
+		dec[dl] = '\0';
+		h.decoded_len = (uint32_t)dl;
+		h.decoded = dec;
+		hdr_stats_add(m, &st);
+	} else {
+		h.decoded = val;
+		h.decoded_len = (uint32_t)vl;
+	}
+	h.name = name;
+	h.name_len = (uint32_t)nl;
+	h.raw = raw;
+	h.raw_len = (uint32_t)rl;
+	h.value = val;
+	h.value_len = (uint32_t)vl;
+	{
+		int32_t slot = hdr_store(m, &h);
+		int f = field_of(name, nl);
+
+		if (nl == 8 && strncasecmp(name, "received", 8) == 0) {
+			m->received++;
+			m->c.received++;
+			if (m->received == 1)
+				m->first_received = slot;
+		}
+		if (f >= 0 && m->field[f] < 0)
+			m->field[f] = slot;
+		if (f == MESSAGE_FIELD_TO)
+			m->to_count += count_addresses(val, vl);
+		else if (f == MESSAGE_FIELD_CC)
+			m->cc_count += count_addresses(val, vl);
+		if (m->ops && m->ops->on_header)
+			m->ops->on_header(m->user, slot >= 0 ? &m->hdrs[slot].h : &h);
+	}
+}
+
+static void hdr_append(struct message *m, const uint8_t *p, size_t n)
+{
+	size_t room = m->lim.max_header_bytes - m->hdr.len;
+
+	for (size_t i = 0; i < n; i++)
+		if (p[i] & 0x80) {
+			anomaly(m, MESSAGE_ANOM_8BIT_IN_HEADER);
+			break;
+		}
+	if (n > room) {
+		m->c.header_bytes_cut += n - room;
+		if (!m->hdr_cut) {
+			m->hdr_cut = 1;
+			anomaly(m, MESSAGE_ANOM_HEADER_TOO_LONG);
+		}
+		n = room;
+	}
+	if (n && buf_append(m, &m->hdr, p, n) < n)
+		m->c.header_bytes_cut += n;
+}
+
+/* The header block ended (blank line, bad line, boundary or message end). */
+static void headers_end(struct message *m)
+{
+	hdr_finish(m);
+	if (m->ent_part == 0 && m->ent_headers == 0)
+		anomaly(m, MESSAGE_ANOM_NO_HEADERS);
+	entity_headers_done(m);
+}
+
+static int header_name_ok(const uint8_t *p, size_t n)
+{
+	while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] <= ' ' || p[i] >= 0x7f)
+			return 0;
+	return 1;
+}
+
+static int hdr_ends_with_semicolon(const struct message *m)
+{
+	uint32_t n = m->hdr.len;
+
+	while (n && (m->hdr.p[n - 1] == ' ' || m->hdr.p[n - 1] == '\t' || m->hdr.p[n - 1] == '\r'))
+		n--;
+	return n && m->hdr.p[n - 1] == ';';
+}
+
+/* One line (or piece) of a header block. */
+static void header_line(struct message *m, const uint8_t *p, size_t n, int eol, int cont)
+{
+	const uint8_t *colon;
+
+	if (cont) {
+		if (m->hdr_active)
+			hdr_append(m, p, n);
+		return;
+	}
+	if (n == 0 && eol) {
+		headers_end(m);
+		return;
+	}
+	if (n && (p[0] == ' ' || p[0] == '\t')) {
+		if (m->hdr_active) {
+			hdr_append(m, (const uint8_t *)"\n", 1);
+			hdr_append(m, p, n);
+		} else {
+			anomaly(m, MESSAGE_ANOM_BAD_HEADER_LINE);
+		}
+		return;
+	}
+	colon = memchr(p, ':', n);
+	if ((!colon || !header_name_ok(p, (size_t)(colon - p))) && m->hdr_active &&
+	    hdr_ends_with_semicolon(m)) {
+		/* "Content-Type: multipart/alternative;" then "boundary=..." on a
+		 * line of its own, folded without a blank: seen in real mail
+		 * (bounces quoting it); kept as a continuation, flagged */
+		anomaly(m, MESSAGE_ANOM_BAD_HEADER_LINE);
+		hdr_append(m, (const uint8_t *)"\n", 1);
+		hdr_append(m, p, n);
+		return;
+	}
+	hdr_finish(m);
+	if (!colon || !header_name_ok(p, (size_t)(colon - p))) {
+		if (m->at_start && n >= 5 && memcmp(p, "From ", 5) == 0)
+			return;           /* an mbox separator */
+		if (m->ent_part != 0 || m->ent_headers)
+			anomaly(m, MESSAGE_ANOM_BAD_HEADER_LINE);
+		headers_end(m);
+		line_in(m, p, n, eol, 0);  /* the first body line */
+		return;
+	}
+	m->hdr_active = 1;
+	m->hdr_cut = 0;
+	m->hdr.len = 0;
+	hdr_append(m, p, n);
+}
+
+/* ---- boundaries -------------------------------------------------------------------- */
+
+/* Returns the frame whose boundary line p[0..n) is (innermost first), or -1;
+ * *close tells a close delimiter ("--b--"). */
+static int boundary_match(const struct message *m, const uint8_t *p, size_t n, int *close)
+{
+	for (int f = (int)m->nframes - 1; f >= 0; f--) {
+		const struct frame *fr = &m->frames[f];
+		const uint8_t *r;
+		size_t rn;
+
+		if (fr->kind != FRAME_MULTIPART || n - 2 < fr->blen ||
+		    memcmp(p + 2, fr->boundary, fr->blen) != 0)
+			continue;
+		r = p + 2 + fr->blen;
+		rn = n - 2 - fr->blen;
+		if (rn >= 2 && r[0] == '-' && r[1] == '-') {
+			*close = 1;
+			return f;
+		}
+		while (rn && (*r == ' ' || *r == '\t')) {
+			r++;
+			rn--;
+		}
+		if (rn == 0) {
+			*close = 0;
+			return f;
+		}
+	}
+	return -1;
+}
+
+/* A boundary of frame f: ends what is open inside it, then opens the next
+ * part or closes the multipart. */
+static void on_boundary(struct message *m, int f, int close)
+{
+	/* an entity cut short in its headers still gets its type decided */
+	while (m->state == ST_HEADERS) {
+		hdr_finish(m);
+		entity_headers_done(m);
+	}
+	if (m->state == ST_LEAF)
+		leaf_end(m, 1);
+	while (m->nframes > (uint32_t)f + 1) {
+		struct frame *top = &m->frames[m->nframes - 1];
+
+		if (top->kind == FRAME_MULTIPART) {
+			anomaly(m, MESSAGE_ANOM_MISSING_BOUNDARY_END);
+			m->c.unclosed_multiparts++;
+		}
+		m->nframes--;
+		part_end(m, top->part);
+	}
+	if (close) {
+		uint32_t idx = m->frames[f].part;
+
+		m->parts[idx].flags |= MESSAGE_PART_CLOSED;
+		m->nframes--;
+		part_end(m, idx);
+		m->state = ST_SKIP;       /* the epilogue */
+	} else {
+		uint32_t idx = m->frames[f].part;
+
+		entity_begin(m, (int32_t)idx, (uint16_t)(m->parts[idx].depth + 1));
+	}
+}
+
+/* ---- lines ---------------------------------------------------------------------------- */
+
+/* Routes one line or piece (n <= max_line, line end removed). */
+static void line_in(struct message *m, const uint8_t *p, size_t n, int eol, int cont)
+{
+	if (!cont && m->nframes && n >= 2 && p[0] == '-' && p[1] == '-') {
+		int close = 0, f = boundary_match(m, p, n, &close);
+
+		if (f >= 0) {
+			on_boundary(m, f, close);
+			return;
+		}
+	}
+	switch (m->state) {
+	case ST_HEADERS:
+		header_line(m, p, n, eol, cont);
+		break;
+	case ST_LEAF:
+		leaf_line(m, p, n, eol);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Bookkeeping for one line or piece, then routing. */
+static void line_piece(struct message *m, const uint8_t *p, size_t n, int eol)
+{
+	int cont = m->line_cont;
+
+	if (eol) {
+		if (n && p[n - 1] == '\r') {
+			n--;
+			m->saw_crlf = 1;
+		} else {
+			m->saw_lf = 1;
+		}
+		if (m->saw_crlf && m->saw_lf)
+			anomaly(m, MESSAGE_ANOM_BARE_CR_LF_MIX);
+	}
+	if (memchr(p, '\0', n)) {
+		anomaly(m, MESSAGE_ANOM_NUL_BYTE);
+		for (size_t i = 0; i < n; i++)
+			m->c.nul_bytes += p[i] == '\0';
+	}
+	m->cur_line_len += n;
+	if (eol)
+		m->c.lines++;
+	else
+		m->c.line_pieces++;
+	if (eol) {
+		if (m->cur_line_len > RFC5322_LINE_MAX) {
+			m->c.long_lines++;
+			anomaly(m, MESSAGE_ANOM_LONG_LINE);
+		}
+		m->cur_line_len = 0;
+	}
+	m->line_cont = !eol;
+	line_in(m, p, n, eol, cont);
+	m->at_start = 0;
+}
+
+/* Emits a piece of a line longer than max_line. A CR at the cut is kept
+ * for the next piece, so CR LF is never split. Returns bytes consumed. */
+static size_t line_cut(struct message *m, const uint8_t *p)
+{
+	size_t k = m->lim.max_line;
+
+	if (p[k - 1] == '\r')
+		k--;
+	line_piece(m, p, k, 0);
+	return k;
+}
+
+void message_feed(struct message *m, const uint8_t *p, size_t n)
+{
+	size_t max = m->lim.max_line;
+
+	if (m->ended || n == 0)
+		return;
+	m->c.bytes += n;
+	if (m->ops && m->ops->on_text)
+		m->ops->on_text(m->user, NULL, MESSAGE_VIEW_FULL, p, n);
+	while (n) {
+		if (m->line.len == 0) {
+			/* in place: no copy for lines inside this piece */
+			size_t look = n < max + 1 ? n : max + 1;
+			const uint8_t *e = memchr(p, '\n', look);
+
+			if (e) {
+				size_t k = (size_t)(e - p);
+
+				line_piece(m, p, k, 1);
+				p += k + 1;
+				n -= k + 1;
+				continue;
+			}
+			if (n > max) {
+				size_t k = line_cut(m, p);
+
+				p += k;
+				n -= k;
+				continue;
+			}
+			if (buf_append(m, &m->line, p, n) < n) {
+				/* out of memory: lose the partial line (counted) */
+				m->line.len = 0;
+			}
+			return;
+		} else {
+			size_t look = max + 1 - m->line.len;
+			const uint8_t *e;
+
+			if (look > n)
+				look = n;
+			e = memchr(p, '\n', look);
+			if (e) {
+				size_t k = (size_t)(e - p);
+
+				buf_append(m, &m->line, p, k);
+				line_piece(m, m->line.p, m->line.len, 1);
+				m->line.len = 0;
+				p += k + 1;
+				n -= k + 1;
+				continue;
+			}
+			buf_append(m, &m->line, p, look);
+			p += look;
+			n -= look;
+			if (m->line.len == max + 1) {
+				size_t k = line_cut(m, m->line.p);
+
+				memmove(m->line.p, m->line.p + k, m->line.len - k);
+				m->line.len -= (uint32_t)k;
+			}
+		}
+	}
+}
+
+void message_end(struct message *m)
+{
+	if (m->ended)
+		return;
+	if (m->line.len) {
+		int cont = m->line_cont;
+
+		m->cur_line_len += m->line.len;
+		if (m->cur_line_len > RFC5322_LINE_MAX) {
+			m->c.long_lines++;
+			anomaly(m, MESSAGE_ANOM_LONG_LINE);
+		}
+		if (memchr(m->line.p, '\0', m->line.len))
+			anomaly(m, MESSAGE_ANOM_NUL_BYTE);
+		m->c.lines++;
+		m->line_cont = 0;
+		line_in(m, m->line.p, m->line.len, 0, cont);
+		m->line.len = 0;
+	}
+	if (m->state == ST_HEADERS && m->ent_part == 0)
+		anomaly(m, MESSAGE_ANOM_HEADERS_UNTERMINATED);
+	while (m->state == ST_HEADERS) {
+		hdr_finish(m);
+		if (m->ent_part == 0 && m->ent_headers == 0)
+			anomaly(m, MESSAGE_ANOM_NO_HEADERS);
+		entity_headers_done(m);
+	}
+	if (m->state == ST_LEAF)
+		leaf_end(m, 0);
+	while (m->nframes) {
+		struct frame *top = &m->frames[m->nframes - 1];
+
+		if (top->kind == FRAME_MULTIPART) {
+			anomaly(m, MESSAGE_ANOM_MISSING_BOUNDARY_END);
+			m->c.unclosed_multiparts++;
+		}
+		m->nframes--;
+		part_end(m, top->part);
+	}
+	m->state = ST_DONE;
+	m->ended = 1;
+}
+
+/* ---- life cycle ------------------------------------------------------------------------- */
+
+static void state_clear(struct message *m)
+{
+	m->state = ST_HEADERS;
+	m->ended = 0;
+	m->headers_done = 0;
+	m->line_cont = 0;
+	m->at_start = 1;
+	m->saw_crlf = m->saw_lf = 0;
+	m->cur_line_len = 0;
+	m->line.len = 0;
+	m->hdr.len = 0;
+	m->hdr_active = 0;
+	m->hdr_cut = 0;
+	m->hstore.len = 0;
+	m->scratch.len = 0;
+	m->nhdrs = 0;
+	for (int f = 0; f < MESSAGE_FIELD_MAX; f++)
+		m->field[f] = -1;
+	m->first_received = -1;
+	m->received = 0;
+	m->to_count = m->cc_count = 0;
+	m->nparts = 0;
+	m->nframes = 0;
+	m->leaf = -1;
+	m->leaf_nl_pending = 0;
+	m->leaf_cr_pending = 0;
+	m->body.len = m->rawbody.len = 0;
+	m->body_last = m->rawbody_last = 0;
+	m->tok.len = 0;
+	m->tok_cut = 0;
+	m->uristore.len = 0;
+	m->nuris = 0;
+	m->anomalies = 0;
+	memset(&m->c, 0, sizeof(m->c));
+	entity_begin(m, -1, 0);
+}
+
+struct message *message_new(const struct message_limits *lim,
+			    const struct message_ops *ops, void *user)
+{
+	struct message *m = mem_calloc(MEM_MESSAGE, 1, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	limits_fill(&m->lim, lim);
+	m->ops = ops;
+	m->user = user;
+	m->allocs = 1;
+	m->line.max = m->lim.max_line + 1;
+	m->hdr.max = m->lim.max_header_bytes + 1;     /* + its NUL */
+	m->scratch.max = m->lim.max_header_bytes * 3 + 66;
+	m->hstore.max = m->lim.max_header_store;
+	m->body.max = m->lim.max_body;
+	m->rawbody.max = m->lim.max_rawbody;
+	m->tok.max = m->lim.max_uri_len;
+	{
+		uint64_t u = (uint64_t)m->lim.max_uris * (m->lim.max_uri_len + 1);
+
+		m->uristore.max = (uint32_t)(u < (1u << 26) ? u : (1u << 26));
+	}
+	state_clear(m);
+	return m;
+}
+
+static void conv_drop(struct message *m)
+{
+	if (m->conv_open) {
+		mime_conv_close(&m->conv);
+		m->conv_open = 0;
+	}
+}
+
+void message_reset(struct message *m)
+{
+	conv_drop(m);
+	state_clear(m);
+}
+
+void message_free(struct message *m)
+{
+	if (!m)
+		return;
+	conv_drop(m);
+	buf_free(&m->line);
+	buf_free(&m->hdr);
+	buf_free(&m->scratch);
+	buf_free(&m->hstore);
+	buf_free(&m->body);
+	buf_free(&m->rawbody);
+	buf_free(&m->tok);
+	buf_free(&m->uristore);
+	mem_free(MEM_MESSAGE, m->hdrs);
+	mem_free(MEM_MESSAGE, m->parts);
+	mem_free(MEM_MESSAGE, m->uri_off);
+	mem_free(MEM_MESSAGE, m->html);
+	mem_free(MEM_MESSAGE, m->frames);
+	mem_free(MEM_MESSAGE, m);
+}
+
+/* ---- accessors ---------------------------------------------------------------------------- */
+
+int message_headers_done(const struct message *m)
+{
+	return m->headers_done;
+}
+
+int message_ended(const struct message *m)
+{
+	return m->ended;
+}
+
+uint32_t message_header_count(const struct message *m)
+{
+	return m->nhdrs;
+}
+
+const struct message_header *message_header_at(const struct message *m, uint32_t i)
+{
+	return i < m->nhdrs ? &m->hdrs[i].h : NULL;
+}
+
+static const struct message_header *header_from(const struct message *m, uint32_t i,
+						const char *name, size_t n)
+{
+	for (; i < m->nhdrs; i++)
+		if (m->hdrs[i].h.name_len == n && strncasecmp(m->hdrs[i].h.name, name, n) == 0)
+			return &m->hdrs[i].h;
+	return NULL;
+}
+
+const struct message_header *message_header(const struct message *m, const char *name)
+{
+	return header_from(m, 0, name, strlen(name));
+}
+
+const struct message_header *message_header_next(const struct message *m,
+						 const struct message_header *prev)
+{
+	const struct hdr_slot *s = (const struct hdr_slot *)prev;
+
+	if (!prev || s < m->hdrs || s >= m->hdrs + m->nhdrs)
+		return NULL;
+	return header_from(m, (uint32_t)(s - m->hdrs) + 1, prev->name, prev->name_len);
+}
+
+const char *message_header_value(const struct message *m, const char *name)
+{
+	const struct message_header *h = message_header(m, name);
+
+	return h ? h->decoded : NULL;
+}
+
+const char *message_field(const struct message *m, enum message_field f)
+{
+	if ((unsigned)f >= MESSAGE_FIELD_MAX || m->field[f] < 0)
+		return NULL;
+	return m->hdrs[m->field[f]].h.decoded;
+}
+
+const char *message_field_name(enum message_field f)
+{
+	return (unsigned)f < MESSAGE_FIELD_MAX ? field_names[f] : "?";
+}
+
+uint32_t message_to_count(const struct message *m)
+{
+	return m->to_count;
+}
+
+uint32_t message_cc_count(const struct message *m)
+{
+	return m->cc_count;
+}
+
+uint32_t message_received_count(const struct message *m)
+{
+	return m->received;
+}
+
+const char *message_first_received(const struct message *m)
+{
+	return m->first_received >= 0 ? m->hdrs[m->first_received].h.value : NULL;
+}
+
+uint32_t message_part_count(const struct message *m)
+{
+	return m->nparts;
+}
+
+const struct message_part *message_part_at(const struct message *m, uint32_t i)
+{
+	return i < m->nparts ? &m->parts[i] : NULL;
+}
+
+const struct message_part *message_attachment(const struct message *m, uint32_t i)
+{
+	for (uint32_t k = 0; k < m->nparts; k++)
+		if ((m->parts[k].flags & MESSAGE_PART_ATTACHMENT) && i-- == 0)
+			return &m->parts[k];
+	return NULL;
+}
+
+const uint8_t *message_view(const struct message *m, enum message_view v, size_t *len)
+{
+	const struct message_buf *b;
+
+	if (v == MESSAGE_VIEW_BODY)
+		b = &m->body;
+	else if (v == MESSAGE_VIEW_RAWBODY)
+		b = &m->rawbody;
+	else {
+		*len = 0;
+		return NULL;
+	}
+	*len = b->len;
+	return b->p;
+}
+
+uint32_t message_uri_count(const struct message *m)
+{
+	return m->nuris;
+}
+
+const char *message_uri_at(const struct message *m, uint32_t i, size_t *len)
+{
+	if (i >= m->nuris) {
+		if (len)
+			*len = 0;
+		return NULL;
+	}
+	if (len)
+		*len = m->uri_off[2 * i + 1];
+	return (const char *)m->uristore.p + m->uri_off[2 * i];
+}
+
+uint64_t message_anomalies(const struct message *m)
+{
+	return m->anomalies;
+}
+
+const char *message_anomaly_name(enum message_anomaly a)
+{
+	return (unsigned)a < MESSAGE_ANOM_MAX ? anomaly_names[a] : "?";
+}
+
+size_t message_anomalies_format(uint64_t mask, char *buf, size_t cap)
+{
+	size_t len = 0;
+
+	if (cap)
+		buf[0] = '\0';
+	for (int a = 0; a < MESSAGE_ANOM_MAX; a++) {
+		const char *s;
+		size_t k;
+
+		if (!(mask & (1ull << a)))
+			continue;
+		s = anomaly_names[a];
+		k = strlen(s);
+		if (len && len + 1 < cap) {
+			buf[len] = ',';
+			buf[len + 1] = '\0';
+		}
+		if (len)
+			len++;
+		if (len + k < cap) {
+			memcpy(buf + len, s, k + 1);
+		}
+		len += k;
+	}
+	return len;
+}
+
+const struct message_counters *message_counters(const struct message *m)
+{
+	return &m->c;
+}
+
+size_t message_memory(const struct message *m)
+{
+	return sizeof(*m) + m->line.cap + m->hdr.cap + m->scratch.cap + m->hstore.cap +
+	       m->body.cap + m->rawbody.cap + m->tok.cap + m->uristore.cap +
+	       (size_t)m->hdrs_cap * sizeof(*m->hdrs) +
+	       (size_t)m->parts_cap * sizeof(*m->parts) +
+	       (size_t)m->uris_cap * 2 * sizeof(*m->uri_off) +
+	       (m->html ? sizeof(*m->html) : 0) +
+	       (m->frames ? (size_t)m->lim.max_depth * sizeof(*m->frames) : 0);
+}
+
+uint64_t message_allocations(const struct message *m)
+{
+	return m->allocs;
+}
+
+/* ---- validation --------------------------------------------------------------------------- */
+
+static int buf_ok(const struct message_buf *b)
+{
+	return b->len <= b->cap && b->cap <= b->max && (b->cap == 0 || b->p != NULL);
+}
+
+int message_validate(const struct message *m, const char **why)
+{
+	const char *w = NULL;
+
+#define FAIL(msg) do { w = msg; goto bad; } while (0)
+	if (!buf_ok(&m->line) || !buf_ok(&m->hdr) || !buf_ok(&m->scratch) ||
+	    !buf_ok(&m->hstore) || !buf_ok(&m->body) || !buf_ok(&m->rawbody) ||
+	    !buf_ok(&m->tok) || !buf_ok(&m->uristore))
+		FAIL("buffer over its cap");
+	if (m->line.len > m->lim.max_line)
+		FAIL("line buffer holds a full line");
+	if (m->hdr.len > m->lim.max_header_bytes)
+		FAIL("header over max_header_bytes");
+	if (m->nhdrs > m->hdrs_cap || m->nhdrs > m->lim.max_headers)
+		FAIL("header count");
+	if (m->c.headers != m->nhdrs + m->c.headers_dropped)
+		FAIL("headers seen != stored + dropped");
+	for (uint32_t i = 0; i < m->nhdrs; i++) {
+		const struct hdr_slot *s = &m->hdrs[i];
+		const char *b = (const char *)m->hstore.p;
+
+		if ((size_t)s->off_name + s->h.name_len >= m->hstore.len ||
+		    (size_t)s->off_raw + s->h.raw_len >= m->hstore.len ||
+		    (size_t)s->off_value + s->h.value_len >= m->hstore.len ||
+		    (size_t)s->off_decoded + s->h.decoded_len >= m->hstore.len)
+			FAIL("header outside the store");
+		if (s->h.name != b + s->off_name || s->h.decoded != b + s->off_decoded ||
+		    s->h.value != b + s->off_value || s->h.raw != b + s->off_raw)
+			FAIL("header pointer not rebased");
+		if (b[s->off_name + s->h.name_len] || b[s->off_value + s->h.value_len] ||
+		    b[s->off_raw + s->h.raw_len] || b[s->off_decoded + s->h.decoded_len])
+			FAIL("header not NUL-terminated");
+		if (s->h.name_len == 0 || s->h.value_len > s->h.raw_len)
+			FAIL("header lengths");
+	}
+	for (int f = 0; f < MESSAGE_FIELD_MAX; f++)
+		if (m->field[f] >= (int32_t)m->nhdrs)
+			FAIL("field index");
+	if (m->first_received >= (int32_t)m->nhdrs)
+		FAIL("first received index");
+	if (m->nparts > m->parts_cap || m->nparts > m->lim.max_parts)
+		FAIL("part count");
+	if (m->nparts == 0 && !(m->c.alloc_fail))
+		FAIL("no root part");
+	for (uint32_t i = 0; i < m->nparts; i++) {
+		const struct message_part *p = &m->parts[i];
+
+		if (p->index != i)
+			FAIL("part index");
+		if (i == 0 ? p->parent != -1 : (p->parent < 0 || (uint32_t)p->parent >= i))
+			FAIL("part parent");
+		if (i && p->depth != m->parts[p->parent].depth + 1)
+			FAIL("part depth");
+		if (p->depth > m->lim.max_depth)
+			FAIL("part deeper than max_depth");
+		if (i && !(m->parts[p->parent].flags & (MESSAGE_PART_MULTIPART | MESSAGE_PART_RFC822)))
+			FAIL("parent is not a container");
+		if (memchr(p->type, '\0', sizeof(p->type)) == NULL ||
+		    memchr(p->charset, '\0', sizeof(p->charset)) == NULL ||
+		    memchr(p->name, '\0', sizeof(p->name)) == NULL)
+			FAIL("part string not terminated");
+		if (p->cte == MESSAGE_CTE_7BIT && !(p->flags & MESSAGE_PART_OPAQUE) &&
+		    p->decoded_size > p->raw_size)
+			FAIL("7bit part decoded larger than raw");
+		if (m->ended && !(p->flags & MESSAGE_PART_ENDED))
+			FAIL("part left open");
+	}
+	if (m->nframes > m->lim.max_depth)
+		FAIL("frame stack deeper than max_depth");
+	for (uint32_t f = 0; f < m->nframes; f++) {
+		const struct frame *fr = &m->frames[f];
+
+		if (fr->part >= m->nparts)
+			FAIL("frame part");
+		if (f && fr->part <= m->frames[f - 1].part)
+			FAIL("frames out of order");
+		if (fr->kind == FRAME_MULTIPART &&
+		    (!(m->parts[fr->part].flags & MESSAGE_PART_MULTIPART) ||
+		     fr->blen == 0 || fr->blen > MESSAGE_BOUNDARY_MAX))
+			FAIL("multipart frame");
+		if (fr->kind == FRAME_RFC822 && !(m->parts[fr->part].flags & MESSAGE_PART_RFC822))
+			FAIL("rfc822 frame");
+		if (m->parts[fr->part].flags & MESSAGE_PART_ENDED)
+			FAIL("open frame of an ended part");
+	}
+	if (m->state == ST_LEAF && (m->leaf < 0 || (uint32_t)m->leaf >= m->nparts))
+		FAIL("leaf state without a leaf");
+	if (m->state != ST_LEAF && m->leaf != -1)
+		FAIL("leaf outside leaf state");
+	if (m->state == ST_HEADERS && m->ent_part >= (int32_t)m->nparts)
+		FAIL("entity part");
+	if (m->ended && (m->nframes || m->leaf != -1 || m->state != ST_DONE))
+		FAIL("ended with open parts");
+	if (m->nuris > m->lim.max_uris || m->nuris > m->uris_cap)
+		FAIL("uri count");
+	for (uint32_t i = 0; i < m->nuris; i++)
+		if ((size_t)m->uri_off[2 * i] + m->uri_off[2 * i + 1] >= m->uristore.len ||
+		    m->uri_off[2 * i + 1] > m->lim.max_uri_len)
+			FAIL("uri outside the store");
+	if (m->c.body_bytes < m->body.len || m->c.rawbody_bytes < m->rawbody.len)
+		FAIL("view copy larger than the view");
+	if (!(m->lim.flags & MESSAGE_F_NO_COPIES) &&
+	    (m->c.body_bytes != m->body.len + m->c.body_cut ||
+	     m->c.rawbody_bytes != m->rawbody.len + m->c.rawbody_cut))
+		FAIL("view bytes != kept + cut");
+	if (m->anomalies >> MESSAGE_ANOM_MAX)
+		FAIL("unknown anomaly bit");
+#undef FAIL
+	if (why)
+		*why = NULL;
+	return 0;
+bad:
+	if (why)
+		*why = w;
+	return -EINVAL;
+}
