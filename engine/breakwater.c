@@ -56,8 +56,9 @@ static void usage(FILE *f)
 "  --port N               the DPDK port to read with --eal (default 0)\n"
 "output:\n"
 "  -o, --output FILE      write records to FILE instead of stdout\n"
-"  --flows                one record per flow (on by default until the SMTP stage)\n"
-"  --no-flows             no flow records\n"
+"  --flows                also write one record per flow\n"
+"  --no-flows             no flow records (the default unless --no-smtp)\n"
+"  --no-smtp              do not parse SMTP: follow streams only (flow records on)\n"
 "  --dump-streams DIR     write each flow's reassembled bytes to DIR/<flow_id>.toserver\n"
 "                         and DIR/<flow_id>.toclient (gap bytes are left out)\n"
 "  -q, --quiet            no summary, no progress\n"
@@ -134,7 +135,7 @@ static uint64_t wall_ns(void)
 enum {
 	OPT_PCAP = 256, OPT_IFACE, OPT_EAL, OPT_PORT, OPT_FLOWS, OPT_NO_FLOWS, OPT_DUMP,
 	OPT_SMTP_PORTS, OPT_TLS_PORTS, OPT_MAX_FLOWS, OPT_FLOW_TIMEOUT, OPT_STREAM_MEMCAP,
-	OPT_REASM_MEMCAP, OPT_NO_CSUM, OPT_VERSION,
+	OPT_REASM_MEMCAP, OPT_NO_CSUM, OPT_VERSION, OPT_NO_SMTP,
 };
 
 int main(int argc, char **argv)
@@ -147,6 +148,7 @@ int main(int argc, char **argv)
 		{"output", required_argument, NULL, 'o'},
 		{"flows", no_argument, NULL, OPT_FLOWS},
 		{"no-flows", no_argument, NULL, OPT_NO_FLOWS},
+		{"no-smtp", no_argument, NULL, OPT_NO_SMTP},
 		{"dump-streams", required_argument, NULL, OPT_DUMP},
 		{"quiet", no_argument, NULL, 'q'},
 		{"verbose", no_argument, NULL, 'v'},
@@ -170,7 +172,7 @@ int main(int argc, char **argv)
 	const char *out_path = NULL;
 	FILE *out_f = stdout;
 	char err[512];
-	int c, quiet = 0, nsrc = 0;
+	int c, quiet = 0, nsrc = 0, flows_opt = -1;
 	double t_start = mono_s(), t_loop, t_last_progress = 0;
 	uint64_t file_bytes = 0;
 	bool progress, live;
@@ -184,8 +186,9 @@ int main(int argc, char **argv)
 		case OPT_EAL: ccfg.source = CAPTURE_EAL; ccfg.eal_args = optarg; nsrc++; break;
 		case OPT_PORT: ccfg.port_id = (uint16_t)parse_uint(optarg, "--port", 65535); break;
 		case 'o': out_path = optarg; break;
-		case OPT_FLOWS: pcfg.flow_records = true; break;
-		case OPT_NO_FLOWS: pcfg.flow_records = false; break;
+		case OPT_FLOWS: flows_opt = 1; break;
+		case OPT_NO_FLOWS: flows_opt = 0; break;
+		case OPT_NO_SMTP: pcfg.smtp = false; pcfg.tx_records = false; break;
 		case OPT_DUMP: pcfg.dump_dir = optarg; break;
 		case 'q': quiet = 1; break;
 		case 'v': ccfg.verbose++; break;
@@ -220,6 +223,7 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument: %s", argv[optind]);
+	pcfg.flow_records = flows_opt >= 0 ? flows_opt : !pcfg.smtp;
 	if (nsrc != 1)
 		die_usage("%s", nsrc ? "give only one of --pcap, --iface, --eal"
 				     : "nothing to read: give --pcap FILE or --iface IF");

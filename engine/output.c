@@ -7,7 +7,9 @@
 #include "decode.h"
 #include "flow.h"
 #include "mem.h"
+#include "message.h"
 #include "pipeline.h"
+#include "smtp.h"
 
 void output_init(struct output *o, FILE *f)
 {
@@ -81,6 +83,142 @@ void output_flow_record(struct output *o, const struct flow *f)
 	emit(o);
 }
 
+static void kv_field(struct json *j, const char *k, const struct message *m, enum message_field fld)
+{
+	json_kv_cstr(j, k, m ? message_field(m, fld) : NULL);
+}
+
+static void kv_reply(struct json *j, const char *k, uint16_t code, const char *text)
+{
+	char b[8];
+
+	json_key(j, k);
+	if (!code) {
+		json_null(j);
+		return;
+	}
+	/* "250 2.0.0 Ok: queued": the reply as the server wrote it */
+	snprintf(b, sizeof(b), "%03u", code);
+	if (text && *text) {
+		size_t tl = strlen(text);
+		char *tmp = mem_alloc(MEM_OUTPUT, tl + 5);
+
+		if (tmp) {
+			memcpy(tmp, b, 3);
+			tmp[3] = ' ';
+			memcpy(tmp + 4, text, tl + 1);
+			json_str(j, tmp, tl + 4);
+			mem_free(MEM_OUTPUT, tmp);
+			return;
+		}
+	}
+	json_str(j, b, 3);
+}
+
+void output_tx_record(struct output *o, const struct flow *f, const struct smtp_session *s,
+		      const struct smtp_tx *tx, const struct message *m)
+{
+	const struct smtp_session_info *si = smtp_session_info(s);
+	struct json *j = &o->j;
+	uint64_t manom = m ? message_anomalies(m) : 0;
+	const struct message_part *att;
+
+	json_begin(j);
+	json_kv_ts(j, "ts", tx->ts_begin ? tx->ts_begin : f->ts_first);
+	json_kv_cstr(j, "event", "smtp");
+	json_kv_u64(j, "flow_id", f->id);
+	json_kv_u64(j, "tx", tx->index);
+	kv_addr(j, "src_ip", flow_client_addr(f));
+	json_kv_u64(j, "src_port", flow_client_port(f));
+	kv_addr(j, "dest_ip", flow_server_addr(f));
+	json_kv_u64(j, "dest_port", flow_server_port(f));
+	json_kv_cstr(j, "helo", tx->helo);
+	json_kv_cstr(j, "mail_from", tx->mail_from);
+	json_key(j, "rcpt_to");
+	json_open_array(j);
+	for (uint32_t i = 0; i < tx->nrcpt; i++)
+		json_cstr(j, tx->rcpts[i].addr);
+	json_close_array(j);
+	json_key(j, "rcpt_rejected");
+	json_open_array(j);
+	for (uint32_t i = 0; i < tx->nrcpt; i++)
+		if (tx->rcpts[i].state == SMTP_RCPT_REJECTED)
+			json_cstr(j, tx->rcpts[i].addr);
+	json_close_array(j);
+	json_key(j, "rcpt_replies");
+	json_open_array(j);
+	for (uint32_t i = 0; i < tx->nrcpt; i++) {
+		if (tx->rcpts[i].reply_code)
+			json_u64(j, tx->rcpts[i].reply_code);
+		else
+			json_null(j);
+	}
+	json_close_array(j);
+	if (tx->rcpt_dropped)
+		json_kv_u64(j, "rcpt_dropped", tx->rcpt_dropped);
+	json_kv_cstr(j, "auth_user", tx->auth_user);
+	json_kv_bool(j, "tls", si->tls || (tx->flags & SMTP_TX_TLS));
+	kv_field(j, "from", m, MESSAGE_FIELD_FROM);
+	kv_field(j, "to", m, MESSAGE_FIELD_TO);
+	kv_field(j, "cc", m, MESSAGE_FIELD_CC);
+	kv_field(j, "subject", m, MESSAGE_FIELD_SUBJECT);
+	kv_field(j, "message_id", m, MESSAGE_FIELD_MESSAGE_ID);
+	kv_field(j, "date", m, MESSAGE_FIELD_DATE);
+	kv_field(j, "in_reply_to", m, MESSAGE_FIELD_IN_REPLY_TO);
+	kv_field(j, "auto_submitted", m, MESSAGE_FIELD_AUTO_SUBMITTED);
+	kv_field(j, "precedence", m, MESSAGE_FIELD_PRECEDENCE);
+	kv_field(j, "list_id", m, MESSAGE_FIELD_LIST_ID);
+	kv_field(j, "content_type", m, MESSAGE_FIELD_CONTENT_TYPE);
+	json_key(j, "received_count");
+	if (m)
+		json_u64(j, message_received_count(m));
+	else
+		json_null(j);
+	json_kv_cstr(j, "first_received", m ? message_first_received(m) : NULL);
+	if (m) {
+		json_kv_u64(j, "to_count", message_to_count(m));
+		json_kv_u64(j, "cc_count", message_cc_count(m));
+	}
+	json_kv_u64(j, "size", tx->size);
+	kv_reply(j, "last_reply", tx->last_reply.code, tx->last_reply.text);
+	json_kv_cstr(j, "status", (tx->flags & SMTP_TX_COMPLETE) ? "complete" : "incomplete");
+	json_kv_bool(j, "accepted", tx->flags & SMTP_TX_ACCEPTED);
+	json_kv_bool(j, "bdat", tx->flags & SMTP_TX_BDAT);
+	if (tx->mail_params && *tx->mail_params)
+		json_kv_cstr(j, "mail_params", tx->mail_params);
+	if (tx->auth_mech)
+		json_kv_cstr(j, "auth_mech", tx->auth_mech);
+	if (tx->xclient)
+		json_kv_cstr(j, "xclient", tx->xclient);
+	if (tx->xforward)
+		json_kv_cstr(j, "xforward", tx->xforward);
+	if (tx->gap_bytes)
+		json_kv_u64(j, "gap_bytes", tx->gap_bytes);
+	if (m && message_attachment(m, 0)) {
+		json_key(j, "attachments");
+		json_open_array(j);
+		for (uint32_t i = 0; (att = message_attachment(m, i)); i++) {
+			json_open_object(j);
+			json_kv_cstr(j, "name", att->name);
+			json_kv_cstr(j, "type", att->type);
+			json_kv_u64(j, "size", att->decoded_size);
+			json_close_object(j);
+		}
+		json_close_array(j);
+	}
+	json_key(j, "anomalies");
+	json_open_array(j);
+	for (int i = 0; i < SMTP_ANOM_MAX; i++)
+		if (tx->anomalies & (1ull << i))
+			json_cstr(j, smtp_anomaly_name((enum smtp_anomaly)i));
+	for (int i = 0; i < MESSAGE_ANOM_MAX; i++)
+		if (manom & (1ull << i))
+			json_cstr(j, message_anomaly_name((enum message_anomaly)i));
+	json_close_array(j);
+	json_end(j);
+	emit(o);
+}
+
 static void human_bytes(char *b, size_t n, double v)
 {
 	static const char *const u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -121,6 +259,16 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 		"out-of-order peak %s\n",
 		b1, rs->gaps, rs->gap_bytes, rs->gaps_by_ack, rs->dup_segments,
 		rs->overlap_bytes, b2);
+	{
+		const struct smtp_stats *ss = &smtp_stats;
+
+		human_bytes(b1, sizeof(b1), (double)ss->message_bytes);
+		fprintf(f, "  smtp:        %" PRIu64 " sessions (%" PRIu64 " STARTTLS), %" PRIu64
+			" transactions (%" PRIu64 " complete, %" PRIu64 " accepted), %" PRIu64
+			" messages, %s of mail, %.0f messages/s\n",
+			ss->sessions, ss->tls_sessions, ss->transactions, ss->tx_complete,
+			ss->tx_accepted, ps->messages, b1, (double)ps->messages / secs);
+	}
 	fprintf(f, "  anomalies:  ");
 	for (int a = 1; a < DECODE_ANOMALY_MAX; a++) {
 		if (!ds->anomalies[a])
@@ -141,6 +289,22 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 	ANOM("port_nombuf", ri->port_nombuf);
 	ANOM("record_write_errors", o->write_errors);
 	ANOM("dump_errors", ps->dump_errors);
+	for (int a = 0; a < SMTP_ANOM_MAX; a++)
+		if (smtp_stats.anomalies[a]) {
+			fprintf(f, " smtp.%s=%" PRIu64, smtp_anomaly_name((enum smtp_anomaly)a),
+				smtp_stats.anomalies[a]);
+			any = true;
+		}
+	for (int a = 0; a < SMTP_LIMIT_MAX; a++)
+		if (smtp_stats.limit_hits[a]) {
+			fprintf(f, " smtp.limit.%s=%" PRIu64, smtp_limit_name((enum smtp_limit)a),
+				smtp_stats.limit_hits[a]);
+			any = true;
+		}
+	for (int a = 0; a < MESSAGE_ANOM_MAX; a++)
+		ANOM(message_anomaly_name((enum message_anomaly)a), ps->message_anomaly_count[a]);
+	ANOM("smtp_alloc_fail", smtp_stats.alloc_fail + ps->app_alloc_fail);
+	ANOM("message_alloc_fail", ps->msg_alloc_fail);
 #undef ANOM
 	fprintf(f, "%s\n", any ? "" : " none");
 	fprintf(f, "  records:     %" PRIu64 "\n", o->records);

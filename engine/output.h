@@ -15,7 +15,10 @@
 #include "json.h"
 
 struct flow;
+struct message;
 struct pipeline;
+struct smtp_session;
+struct smtp_tx;
 
 struct output {
 	FILE *f;
@@ -30,6 +33,12 @@ void output_fini(struct output *o);
 
 /* One record for a flow that ended (f->end says how). */
 void output_flow_record(struct output *o, const struct flow *f);
+
+/* One record for an SMTP transaction (DESIGN.md's field names). m is the
+ * parsed message of the transaction, or NULL when no content passed. All
+ * arguments are borrowed for the call. */
+void output_tx_record(struct output *o, const struct flow *f, const struct smtp_session *s,
+		      const struct smtp_tx *tx, const struct message *m);
 
 struct run_info {
 	const char *source;          /* file or interface */

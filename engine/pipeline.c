@@ -6,12 +6,20 @@
 #include <string.h>
 
 #include "mem.h"
+#include "message.h"
 #include "output.h"
+#include "smtp.h"
 
-/* What the pipeline keeps per flow, beside the flow itself. Allocated only
- * when needed (dumping streams; the SMTP session later), so an idle flow
- * costs only struct flow. */
+/* What the pipeline keeps per flow, beside the flow itself: made at the
+ * flow's first payload byte (or first dumped byte), so a flow that never
+ * carries data costs only struct flow. The message parser exists only while
+ * a transaction's content is passing; parsers are recycled through the
+ * pipeline's small cache, so an idle session holds none. */
 struct flow_app {
+	struct pipeline *pl;
+	struct flow *flow;
+	struct smtp_session *smtp;
+	struct message *msg;
 	FILE *dump[2];
 };
 
@@ -21,15 +29,104 @@ void pipeline_config_default(struct pipeline_config *cfg)
 	cfg->decode.verify_checksums = true;
 	flow_config_default(&cfg->flow);
 	reasm_config_default(&cfg->reasm);
-	cfg->flow_records = true;
+	cfg->smtp = true;
+	cfg->tx_records = true;
+	cfg->flow_records = false;
 	cfg->expire_work = 64;
+	smtp_limits_default(&cfg->smtp_limits);
+	message_limits_default(&cfg->message_limits);
 }
 
+/* A message parser for a transaction's content: from the cache, else new. */
+static struct message *msg_get(struct pipeline *pl)
+{
+	if (pl->n_msg_cache)
+		return pl->msg_cache[--pl->n_msg_cache];
+	return message_new(&pl->cfg.message_limits, NULL, NULL);
+}
+
+/* Gives m back: kept for reuse (reset) while the cache has room. */
+static void msg_put(struct pipeline *pl, struct message *m)
+{
+	if (!m)
+		return;
+	if (pl->n_msg_cache < PIPELINE_MSG_CACHE) {
+		message_reset(m);
+		pl->msg_cache[pl->n_msg_cache++] = m;
+	} else {
+		message_free(m);
+	}
+}
+
+static void tx_data_begin(void *user, const struct smtp_tx *tx)
+{
+	struct flow_app *a = user;
+
+	(void)tx;
+	if (!a->msg) {
+		a->msg = msg_get(a->pl);
+		if (!a->msg)
+			a->pl->stats.msg_alloc_fail++;
+	}
+}
+
+static void tx_data(void *user, const struct smtp_tx *tx, const uint8_t *p, size_t n)
+{
+	struct flow_app *a = user;
+
+	(void)tx;
+	if (a->msg)
+		message_feed(a->msg, p, n);
+}
+
+static void tx_end(void *user, const struct smtp_session *s, const struct smtp_tx *tx)
+{
+	struct flow_app *a = user;
+	struct pipeline *pl = a->pl;
+	struct message *m = a->msg;
+
+	if (m) {
+		message_end(m);
+		pl->stats.messages++;
+		pl->stats.message_anomalies |= message_anomalies(m);
+		for (int i = 0; i < MESSAGE_ANOM_MAX; i++)
+			if (message_anomalies(m) & (1ull << i))
+				pl->stats.message_anomaly_count[i]++;
+	}
+	if (pl->cfg.tx_records)
+		output_tx_record(pl->out, a->flow, s, tx, m);
+	a->msg = NULL;
+	msg_put(pl, m);
+}
+
+static const struct smtp_ops smtp_ops = {
+	.tx_data_begin = tx_data_begin,
+	.tx_data = tx_data,
+	.tx_end = tx_end,
+};
+
+/* The flow's app state, made on first use; NULL when it cannot be had
+ * (allocation failure, counted). */
 static struct flow_app *app_of(struct pipeline *pl, struct flow *f)
 {
-	if (!f->app && pl->cfg.dump_dir)
-		f->app = mem_calloc(MEM_FLOW, 1, sizeof(struct flow_app));
-	return f->app;
+	struct flow_app *a = f->app;
+
+	if (a)
+		return a;
+	a = mem_calloc(MEM_FLOW, 1, sizeof(*a));
+	if (!a) {
+		pl->stats.app_alloc_fail++;
+		return NULL;
+	}
+	a->pl = pl;
+	a->flow = f;
+	if (pl->cfg.smtp && f->kind == FLOW_KIND_SMTP) {
+		a->smtp = smtp_session_new(&pl->cfg.smtp_limits, &smtp_ops, a);
+		if (!a->smtp)
+			pl->stats.app_alloc_fail++;
+	}
+	f->app = a;
+	return a;
 }
 
 static void dump_bytes(struct pipeline *pl, struct flow *f, int dir, const uint8_t *p, uint32_t n)
@@ -57,14 +154,28 @@ static void dump_bytes(struct pipeline *pl, struct flow *f, int dir, const uint8
 static void on_data(void *user, void *owner, int dir, const uint8_t *p, uint32_t n)
 {
 	struct pipeline *pl = user;
+	struct flow *f = owner;
+	struct flow_app *a;
 
 	if (pl->cfg.dump_dir)
-		dump_bytes(pl, owner, dir, p, n);
+		dump_bytes(pl, f, dir, p, n);
+	if (!pl->cfg.smtp)
+		return;
+	a = app_of(pl, f);
+	if (a && a->smtp)
+		smtp_feed(a->smtp, dir, p, n, pl->now);
 }
 
 static void on_gap(void *user, void *owner, int dir, uint32_t n)
 {
-	(void)user; (void)owner; (void)dir; (void)n;
+	struct pipeline *pl = user;
+	struct flow *f = owner;
+	struct flow_app *a = f->app;
+
+	if (a && a->smtp)
+		smtp_gap(a->smtp, dir, n);
+	else if (pl->cfg.smtp && (a = app_of(pl, f)) && a->smtp)
+		smtp_gap(a->smtp, dir, n);   /* a gap before any byte still tells */
 }
 
 static void on_end(void *user, void *owner, int dir, enum reasm_end why)
@@ -85,12 +196,18 @@ static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
 		reasm_end(&pl->reasm, &f->stream[FLOW_TOSERVER], f, FLOW_TOSERVER, rwhy);
 		reasm_end(&pl->reasm, &f->stream[FLOW_TOCLIENT], f, FLOW_TOCLIENT, rwhy);
 	}
+	if (a && a->smtp) {
+		smtp_end(a->smtp, pl->now);   /* reports open transactions */
+		smtp_session_free(a->smtp);
+		a->smtp = NULL;
+	}
 	if (pl->cfg.flow_records)
 		output_flow_record(pl->out, f);
 	if (a) {
 		for (int d = 0; d < 2; d++)
 			if (a->dump[d] && fclose(a->dump[d]) != 0)
 				pl->stats.dump_errors++;
+		msg_put(pl, a->msg);
 		mem_free(MEM_FLOW, a);
 		f->app = NULL;
 	}
@@ -212,5 +329,7 @@ void pipeline_free(struct pipeline *pl)
 	if (!pl)
 		return;
 	flow_table_free(pl->flows, FLOW_END_EOF);
+	while (pl->n_msg_cache)
+		message_free(pl->msg_cache[--pl->n_msg_cache]);
 	mem_free(MEM_MISC, pl);
 }

@@ -18,7 +18,9 @@
 
 #include "decode.h"
 #include "flow.h"
+#include "message.h"
 #include "reassembly.h"
+#include "smtp.h"
 
 struct output;
 
@@ -26,7 +28,11 @@ struct pipeline_config {
 	struct decode_opts decode;
 	struct flow_config flow;
 	struct reasm_config reasm;
+	struct smtp_limits smtp_limits;
+	struct message_limits message_limits;
 	const char *dump_dir;        /* write reassembled streams here (NULL: off) */
+	bool smtp;                   /* parse SMTP sessions (else streams only) */
+	bool tx_records;             /* one record per SMTP transaction */
 	bool flow_records;           /* one record per flow */
 	unsigned expire_work;        /* flows expired at most per housekeeping call */
 };
@@ -36,7 +42,14 @@ struct pipeline_stats {
 	uint64_t tcp_packets;        /* decoded as TCP */
 	uint64_t flow_packets;       /* belonged to a followed flow */
 	uint64_t dump_errors;
+	uint64_t messages;           /* transactions whose content was parsed */
+	uint64_t message_anomalies;  /* union of message anomaly bits */
+	uint64_t message_anomaly_count[MESSAGE_ANOM_MAX];  /* messages with each */
+	uint64_t app_alloc_fail;     /* flow app state or SMTP session not allocated */
+	uint64_t msg_alloc_fail;     /* message parser not allocated: content skipped */
 };
+
+#define PIPELINE_MSG_CACHE 16
 
 struct pipeline {
 	struct pipeline_config cfg;
@@ -47,6 +60,8 @@ struct pipeline {
 	struct reasm_ctx reasm;
 	struct output *out;
 	struct pipeline_stats stats;
+	struct message *msg_cache[PIPELINE_MSG_CACHE];  /* idle parsers kept for reuse */
+	unsigned n_msg_cache;
 };
 
 void pipeline_config_default(struct pipeline_config *cfg);
