@@ -49,6 +49,7 @@ read -r -a suite_list <<<"$suites"
 # only suites that exist in this build
 present=()
 for s in "${suite_list[@]}"; do
+	[ "$s" = fuzz ] && continue   # its own build below
 	if meson test -C build --list --suite "$s" >/dev/null 2>&1 &&
 	   [ -n "$(meson test -C build --list --suite "$s" 2>/dev/null)" ]; then
 		present+=("$s")
@@ -68,6 +69,16 @@ if [[ " $suites " == *" unit "* ]]; then
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 	run_suites build-asan "sanitizers" unit
+fi
+
+if [[ " $suites " == *" fuzz "* ]]; then
+	echo "== fuzz build (clang, libFuzzer + ASan + UBSan), fuzz suite" >&2
+	if [ ! -f build-fuzz/build.ninja ]; then
+		CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined \
+			-Db_lundef=false >/dev/null
+	fi
+	ninja -C build-fuzz
+	run_suites build-fuzz "fuzzers" fuzz
 fi
 
 echo >&2
