@@ -3,7 +3,8 @@
 # net_af_packet. Two network namespaces joined by a veth pair; Postfix's
 # smtp-sink serves in one, smtp-source sends from the other, and breakwater
 # runs in the server's namespace on its veth end. Stopped with SIGINT, it
-# must have written one record per session with the reassembled bytes.
+# must have written one record per session with the reassembled bytes and
+# one record per transaction.
 #
 # Needs root, iproute2, smtp-source/smtp-sink; skips (77) otherwise.
 # Usage: live_iface.sh BREAKWATER
@@ -47,7 +48,7 @@ fi
 
 ip netns exec "$NS_S" timeout 60 smtp-sink -u nobody "$A_S:25" 100 &
 pids+=($!)
-ip netns exec "$NS_S" timeout 60 "$BW" --iface "$IF_S" -o "$work/records.json" 2>"$work/stderr" &
+ip netns exec "$NS_S" timeout 60 "$BW" --iface "$IF_S" --flows -o "$work/records.json" 2>"$work/stderr" &
 bw=$!
 pids+=($bw)
 
@@ -89,6 +90,13 @@ for f in flows:
         fail(f"too few reassembled bytes: {f}")
     if f["gaps_toserver"] or f["gaps_toclient"]:
         fail(f"gaps on a lossless link: {f}")
+txs = [r for r in recs if r.get("event") == "smtp"]
+if len(txs) != 4:
+    fail(f"expected 4 transaction records, got {len(txs)}")
+# smtp-source -r 3 numbers its recipients: 3rcpt@, 2rcpt@, rcpt@
+for t in txs:
+    if t["mail_from"] != "sender@example.test" or t["rcpt_to"] != ["3rcpt@example.test", "2rcpt@example.test", "rcpt@example.test"] or not t["accepted"]:
+        fail(f"unexpected transaction: {t}")
 print(f"{len(flows)} flows seen live, {sum(f['reasm_toserver'] for f in flows)} bytes client->server")
 sys.exit(0 if ok else 1)
 PY
