@@ -248,10 +248,11 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 		ps->packets, b1, ps->tcp_packets, ps->flow_packets);
 	fprintf(f, "  flows:       %" PRIu64 " created (%" PRIu64 " mid-stream, %" PRIu64
 		" implicit TLS); ended fin %" PRIu64 ", rst %" PRIu64 ", timeout %" PRIu64
-		", evicted %" PRIu64 ", end of capture %" PRIu64 "; peak %" PRIu64 " open\n",
+		", evicted %" PRIu64 ", end of capture %" PRIu64 "; peak %" PRIu64 " open; %" PRIu64
+		" packets after close (final ACKs, stragglers)\n",
 		fs->created, fs->midstream, fs->tls_implicit, fs->ended[FLOW_END_FIN],
 		fs->ended[FLOW_END_RST], fs->ended[FLOW_END_TIMEOUT], fs->ended[FLOW_END_EVICTED],
-		fs->ended[FLOW_END_EOF], fs->peak);
+		fs->ended[FLOW_END_EOF], fs->peak, fs->after_close_pkts);
 	human_bytes(b1, sizeof(b1), (double)rs->delivered_bytes);
 	human_bytes(b2, sizeof(b2), (double)rs->held_peak);
 	fprintf(f, "  reassembly:  %s delivered; %" PRIu64 " gaps (%" PRIu64 " bytes, %" PRIu64
@@ -278,7 +279,6 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 	}
 #define ANOM(name, v) do { if (v) { fprintf(f, " %s=%" PRIu64, name, (uint64_t)(v)); any = true; } } while (0)
 	ANOM("other_port_packets", fs->other_port_pkts);
-	ANOM("packets_after_close", fs->after_close_pkts);
 	ANOM("flow_alloc_fail", fs->alloc_fail);
 	ANOM("reasm_memcap_flush", rs->memcap_flush);
 	ANOM("reasm_memcap_skip", rs->memcap_skip);
@@ -309,7 +309,7 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 	fprintf(f, "%s\n", any ? "" : " none");
 	fprintf(f, "  records:     %" PRIu64 "\n", o->records);
 	human_bytes(b1, sizeof(b1), (double)mem_in_use_total());
-	fprintf(f, "  memory:      %s in use at exit (%s), flow peak %" PRIu64 " bytes\n",
+	fprintf(f, "  memory:      %s in use at the end of the run (%s), flow peak %" PRIu64 " bytes\n",
 		b1, mem_allocator_name(), mem_stats.peak[MEM_FLOW]);
 	fprintf(f, "  time:        %.3f s wall, %.3f s in the packet loop\n", ri->wall_s, ri->engine_s);
 	fprintf(f, "  throughput:  %.3f Gbit/s, %.3f Mpps (packet loop)\n",
