@@ -63,11 +63,16 @@ static void tx_data_begin(void *user, const struct smtp_tx *tx)
 	struct flow_app *a = user;
 
 	(void)tx;
-	if (!a->msg) {
-		a->msg = msg_get(a->pl);
-		if (!a->msg)
-			a->pl->stats.msg_alloc_fail++;
+	if (a->msg) {
+		/* content starts again in the same transaction (DATA after BDAT,
+		 * a protocol violation the tx is flagged for): the server reads
+		 * the new content as the message, so do we */
+		message_reset(a->msg);
+		return;
 	}
+	a->msg = msg_get(a->pl);
+	if (!a->msg)
+		a->pl->stats.msg_alloc_fail++;
 }
 
 static void tx_data(void *user, const struct smtp_tx *tx, const uint8_t *p, size_t n)

@@ -126,7 +126,9 @@ struct smtp_linebuf {
 	uint32_t len, cap;         /* kept bytes; at most max_line + 1 (the CR) */
 	uint64_t total;            /* raw bytes of the line so far, kept or not */
 	uint8_t last_cr;           /* the last byte appended (kept or not) was CR */
-	uint8_t resync;            /* after a gap: drop up to the next LF */
+	uint8_t resync;            /* after a gap: 2 = probing, 1 = drop up to the next LF */
+	uint8_t probe_len;
+	uint8_t probe[9];          /* first bytes after a gap, until they tell a line start */
 };
 
 struct smtp_session {
@@ -609,6 +611,31 @@ static void q_clear(struct smtp_session *s, enum smtp_anomaly a)
 	s->q_head = 0;
 }
 
+/* A reply that can answer only one verb (354: DATA, 221: QUIT) while
+ * another command heads the queue means replies were lost (a gap in the
+ * server stream swallowed whole lines): line up again by dropping the queued
+ * commands before that verb, marking their transactions no_reply. Nothing is
+ * dropped when the verb is not queued at all. */
+static void q_skip_to(struct smtp_session *s, uint8_t verb)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->q_len; i++)
+		if (q_at(s, i)->cmd == verb)
+			break;
+	if (i == s->q_len)
+		return;
+	while (i--) {
+		struct smtp_pending e = q_pop(s);
+
+		if (e.cmd == CMD_PHANTOM)
+			continue;
+		anomaly(s, e.tx, SMTP_ANOM_NO_REPLY);
+		if (e.tx)
+			e.tx->pending--;
+	}
+}
+
 /* ---- lines ------------------------------------------------------------- */
 
 enum {
@@ -658,6 +685,61 @@ static void line_reset(struct smtp_linebuf *lb)
 	lb->len = 0;
 	lb->total = 0;
 	lb->last_cr = 0;
+	lb->probe_len = 0;
+}
+
+static uint8_t verb_lookup(const uint8_t *p, size_t n);
+
+/* After a gap we do not know where lines begin, but a capture loses whole
+ * segments, so a gap usually ends on a line boundary. When the first bytes
+ * after it read as a line start (a known verb followed by a space or the
+ * line end; a reply code followed by ' ', '-' or the line end), that line
+ * is parsed instead of dropped. Anything else is skipped to the next LF. */
+static bool looks_like_line_start(int dir, const uint8_t *p, size_t n, bool lf_next)
+{
+	size_t i = 0;
+
+	if (dir == SMTP_TOCLIENT)
+		return n >= 3 && p[0] >= '0' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9' &&
+		       p[2] >= '0' && p[2] <= '9' &&
+		       (n == 3 ? lf_next : (p[3] == ' ' || p[3] == '-' || p[3] == '\r'));
+	while (i < n && p[i] != ' ' && p[i] != '\r')
+		i++;
+	if (i == n && !lf_next)
+		return false;   /* the verb's end is not in view */
+	return verb_lookup(p, i) != SMTP_VERB_UNKNOWN;
+}
+
+/* The first bytes after a gap are gathered in lb->probe (a few bytes, so
+ * the decision does not depend on how the stream was cut into feeds) until
+ * they tell whether a line starts there. Returns the bytes of p it took. */
+static size_t gap_probe(struct smtp_session *s, struct smtp_linebuf *lb, int dir,
+			const uint8_t *p, size_t n)
+{
+	size_t want = dir == SMTP_TOCLIENT ? 4 : sizeof(lb->probe), i = 0;
+	bool lf_next = false, told = false;
+
+	while (i < n && lb->probe_len < want) {
+		if (p[i] == '\n') {
+			lf_next = told = true;
+			break;
+		}
+		lb->probe[lb->probe_len++] = p[i++];
+		if (dir == SMTP_TOSERVER && (p[i - 1] == ' ' || p[i - 1] == '\r')) {
+			told = true;
+			break;
+		}
+	}
+	if (!told && lb->probe_len < want)
+		return i;         /* not enough yet: keep probing with the next feed */
+	if (looks_like_line_start(dir, lb->probe, lb->probe_len, lf_next)) {
+		lb->resync = 0;
+		line_append(s, lb, lb->probe, lb->probe_len);
+	} else {
+		lb->resync = 1;
+	}
+	lb->probe_len = 0;
+	return i;
 }
 
 /* Takes the bytes of direction dir up to and including the next LF.
@@ -677,6 +759,13 @@ static size_t line_take(struct smtp_session *s, int dir, const uint8_t *p, size_
 
 	*out = NULL;
 	*lflags = 0;
+	if (lb->resync == 2) {   /* first bytes after a gap */
+		size_t used = gap_probe(s, lb, dir, p, n);
+
+		if (used || lb->resync == 2)
+			return used;
+		/* decided on an LF at p[0]: go on with the line state set */
+	}
 	if (!lf) {
 		if (!lb->resync)
 			line_append(s, lb, p, n);
@@ -1713,6 +1802,8 @@ static void reply_dispatch(struct smtp_session *s)
 		}
 		return;
 	}
+	if ((code == 354 && h->cmd != SMTP_VERB_DATA) || (code == 221 && h->cmd != SMTP_VERB_QUIT))
+		q_skip_to(s, code == 354 ? SMTP_VERB_DATA : SMTP_VERB_QUIT);
 	e = q_pop(s);
 	t = e.tx;
 
@@ -1966,7 +2057,7 @@ void smtp_gap(struct smtp_session *s, int dir, uint64_t n)
 			reply_line(s, lb->buf, ln, 0);
 		}
 		line_reset(lb);
-		lb->resync = 1;
+		lb->resync = 2;
 		return;
 	}
 	if (s->stall)
@@ -2012,7 +2103,7 @@ void smtp_gap(struct smtp_session *s, int dir, uint64_t n)
 		break;
 	}
 	line_reset(&s->line[dir]);
-	s->line[dir].resync = 1;
+	s->line[dir].resync = 2;
 }
 
 void smtp_end(struct smtp_session *s, uint64_t ts_ns)

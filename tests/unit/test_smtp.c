@@ -495,6 +495,27 @@ static const struct step t_gaps[] = {
 	END
 };
 
+/* Regression (zeek's smtp-bdat-gap trace): a client gap that ends exactly at
+ * a line start must not cost the command after it. */
+static const struct step t_gap_line_start[] = {
+	S(GREET),
+	C("EHLO client.example.org\r\n"), S(EHLO_REPLY),
+	C("MAIL FROM:<alice@example.org>\r\n"), GAP(SMTP_TOSERVER, 6),
+	C("RCPT TO:<bob@example.net>\r\n"), S(OK_MAIL), S(OK_RCPT),
+	C("DATA\r\n"), S(GO_DATA), C(MSG), C(".\r\n"), S(QUEUED),
+	END
+};
+
+/* Regression (mangled-wrap capture): the EHLO reply lost whole in a server
+ * gap; the 354 can only answer DATA, so replies line up again there. */
+static const struct step t_lost_reply[] = {
+	S(GREET),
+	C("EHLO client.example.org\r\n"), GAP(SMTP_TOCLIENT, sizeof(EHLO_REPLY) - 1),
+	C("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n"),
+	S(OK_MAIL), S(GO_DATA), C(MSG), C(".\r\n"), S(QUEUED),
+	END
+};
+
 /* A gap inside a BDAT chunk, and one running past its end. */
 static const struct step t_gap_bdat[] = {
 	S(GREET),
@@ -652,6 +673,14 @@ static const struct tcase cases[] = {
 	{ "gaps", NULL, t_gaps,
 	  "tx0 helo=client.example.org rcpt=<bob@example.net>250+ codes=0/354/250 last=250'2.0.0 Ok: que' flags=complete,data,data_end,accepted anom=gap,no_mail size=27 gap=100 data='Subject: g\\r\\n\\r\\nbeforeafter\\r\\n'\n"
 	  "S tx=1 cmds=5 replies=7 greet=220 caps=PIPELINING,CHUNKING,STARTTLS,SIZE,8BITMIME,SMTPUTF8,DSN,ENHANCEDSTATUSCODES,VRFY,ETRN quit anom=gap,no_mail bytes=124/340 lines=9/17 gaps=110/20\n" },
+	{ "gap_line_start", NULL, t_gap_line_start,
+	  "tx0 helo=client.example.org from=<alice@example.org> rcpt=<bob@example.net>250+ codes=250/354/250 last=250'2.0.0 Ok: queued as 4Xk2Lq1x3Bz9' flags=complete,data,data_end,accepted anom=gap size=80 data='" MSG_ESC "'\n"
+	  "S tx=1 cmds=4 replies=6 greet=220 caps=PIPELINING,CHUNKING,STARTTLS,SIZE,8BITMIME,SMTPUTF8,DSN,ENHANCEDSTATUSCODES,VRFY,ETRN anom=gap bytes=172/315 lines=10/16 gaps=6/0\n" },
+	/* the MAIL's 250 went to the EHLO; at the 354 the MAIL and RCPT are
+	 * given up as unanswered: the transaction still ends right */
+	{ "lost_reply", NULL, t_lost_reply,
+	  "tx0 helo=client.example.org from=<alice@example.org> rcpt=<bob@example.net>0? codes=0/354/250 last=250'2.0.0 Ok: queued as 4Xk2Lq1x3Bz9' flags=complete,data,data_end,accepted anom=no_reply size=80 data='" MSG_ESC "'\n"
+	  "S tx=1 cmds=4 replies=4 greet=220 anom=gap,no_reply bytes=172/136 lines=10/4 gaps=0/165\n" },
 	{ "gap_bdat", NULL, t_gap_bdat,
 	  "tx0 helo=client.example.org from=<a@example.org> rcpt=<b@example.net>250+ codes=250/250/250 last=250'2.0.0 Ok: queued as 4Xk2Lq1x3Bz9' flags=complete,data,data_end,accepted,bdat anom=gap size=8 gap=7 data='abcdefxy'\n"
 	  "S tx=1 cmds=6 replies=7 greet=220 caps=PIPELINING,CHUNKING,STARTTLS,SIZE,8BITMIME,SMTPUTF8,DSN,ENHANCEDSTATUSCODES,VRFY,ETRN quit anom=gap bytes=135/317 lines=7/17 gaps=13/0\n" },
