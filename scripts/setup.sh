@@ -9,7 +9,7 @@ PKGS=(
   libdpdk-dev dpdk libhyperscan-dev libjemalloc-dev libroaring-dev
   libpcap-dev libpcre2-dev
   tshark tcpdump postfix swaks iproute2 ethtool
-  clang libclang-rt-14-dev valgrind python3
+  clang libclang-rt-14-dev valgrind python3 spamassassin
 )
 
 missing=()

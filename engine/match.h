@@ -1,0 +1,197 @@
+/* match: rule sets compiled into Hyperscan (PCRE2 where it must), scanning,
+ * meta evaluation and scoring.
+ *
+ * Data layout. A struct match_set is built once from a finished rule_set and
+ * is then shared read-only by every worker lcore. It holds one "class
+ * database" (struct match_db, private) per field class: one per distinct
+ * header key (field name + modifiers, e.g. "From:addr"), one per MIME-header
+ * key, and one each for body, rawbody, full and uri. Each regex rule is one
+ * entry of its class database, classified as
+ *   exact       compiled into Hyperscan; a Hyperscan match is the answer
+ *               (HS_FLAG_SINGLEMATCH unless tflags multiple);
+ *   prefilter   Hyperscan compiled it with HS_FLAG_PREFILTER; PCRE2 confirms
+ *               each candidate on the same text;
+ *   pcre        Hyperscan rejects it outright; PCRE2 alone, on text capped
+ *               at MATCH_PCRE_MAX_BYTES and with match/depth limits.
+ * Rules counted with "tflags multiple" are found by Hyperscan and counted by
+ * PCRE2 (Perl's non-overlapping /g semantics, capped by maxhits).
+ *
+ * Per-lcore state is struct match_scratch: the Hyperscan scratch (one, sized
+ * for every database of the set; hs_clone_scratch for more lcores), PCRE2
+ * match data and the per-scan marks. Per-message state is struct match_hits:
+ * a hit count per rule id, cleared in O(hits) between messages.
+ *
+ * The text a message offers is described by struct match_msg; the message
+ * stage fills it (borrowed pointers: match never keeps them past the call).
+ * Memory: rule-set structures and PCRE2 code are MEM_RULES, scratch and hits
+ * MEM_MATCH (PCRE2 through a general context on mem.h). Hyperscan's own
+ * databases and scratch use its default allocator, because databases are
+ * compiled on worker threads and mem.h's counters are not thread-safe; their
+ * size is reported in match_counts.db_bytes instead.
+ *
+ * Block mode only for now; the class databases are built so that a later
+ * streaming database (bodies arriving in pieces) and the on-disk cache
+ * (hs_serialize_database per class db, keyed by a hash of the rule text,
+ * flags, Hyperscan version and platform) fit in match_set_build().
+ */
+#ifndef BW_MATCH_H
+#define BW_MATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "rules.h"
+
+#define MATCH_PCRE_MAX_BYTES    (256u << 10)    /* PCRE2 never sees more */
+#define MATCH_PCRE_MATCH_LIMIT  200000u         /* pcre2_set_match_limit */
+#define MATCH_PCRE_DEPTH_LIMIT  10000u          /* pcre2_set_depth_limit */
+
+enum match_class {
+	MATCH_CLASS_HEADER = 1,
+	MATCH_CLASS_MIMEHEADER,
+	MATCH_CLASS_BODY,
+	MATCH_CLASS_RAWBODY,
+	MATCH_CLASS_FULL,
+	MATCH_CLASS_URI,
+	MATCH_CLASS_MAX
+};
+
+enum match_kind {
+	MATCH_KIND_EXACT = 1,
+	MATCH_KIND_PREFILTER,
+	MATCH_KIND_PCRE,
+	MATCH_KIND_MAX
+};
+
+/* One piece of text (a body paragraph, a URI, a MIME header value). */
+struct match_text {
+	const char *p;
+	size_t len;
+};
+
+/* One header as the message stage saw it: name without the colon, value
+ * decoded (RFC 2047) and unfolded, raw value as on the wire (folds kept). */
+struct match_header {
+	const char *name;
+	size_t name_len;
+	const char *value;
+	size_t value_len;
+	const char *raw;
+	size_t raw_len;
+};
+
+/* What a message offers to the rules; every pointer is borrowed. */
+struct match_msg {
+	const struct match_header *headers;     /* message order */
+	uint32_t nheaders;
+	const struct match_header *mime_headers;/* headers of every MIME part */
+	uint32_t nmime_headers;
+	const struct match_text *body;          /* rendered paragraphs */
+	uint32_t nbody;
+	bool body_starts_with_subject;          /* body[0] is the Subject */
+	const struct match_text *rawbody;       /* decoded text parts, lines */
+	uint32_t nrawbody;
+	const char *full;                       /* the raw message */
+	size_t full_len;
+	const struct match_text *uris;
+	uint32_t nuris;
+	const char *envelope_from;              /* MAIL FROM, bare; NULL unknown */
+	size_t envelope_from_len;
+	uint64_t body_length;                   /* pristine body bytes */
+	bool body_length_known;
+};
+
+struct match_build_opts {
+	unsigned nthreads;      /* compile class databases in parallel; 0 = 1 */
+	bool verbose;           /* per-database timing on stderr */
+};
+
+struct match_counts {
+	uint64_t databases;                 /* Hyperscan databases built */
+	uint64_t kinds[MATCH_KIND_MAX];     /* regex entries by kind */
+	uint64_t native;                    /* exists, count and eval tests */
+	uint64_t metas;
+	uint64_t tracks;
+	uint64_t regex_failed;              /* neither engine took it */
+	uint64_t db_bytes;                  /* hs_database_size sum */
+	double compile_seconds;
+};
+
+struct match_set;       /* shared, read-only once built */
+struct match_scratch;   /* one per lcore */
+
+/* The outcome of one message. */
+struct match_hits {
+	uint32_t *count;        /* per rule id: hits (meta: 1 when true) */
+	uint32_t *list;         /* rule ids with count > 0, in hit order */
+	uint32_t nlist;
+	uint32_t nrules;
+	double score;           /* after match_score() */
+	const char *action;     /* after match_score(): owned by the rule set */
+};
+
+/* Compiles a finished rule set. Returns the match set or NULL; on NULL the
+ * reason is in errbuf. Regexes that neither Hyperscan nor PCRE2 accept are
+ * appended to rules->errors (file:line) and their rules never hit. The
+ * match set borrows rules: keep rules alive until match_set_free(). */
+struct match_set *match_set_build(struct rule_set *rules, const struct match_build_opts *opts,
+				  char *errbuf, size_t errlen);
+void match_set_free(struct match_set *ms);
+const struct match_counts *match_set_counts(const struct match_set *ms);
+const struct rule_set *match_set_rules(const struct match_set *ms);
+
+/* Classification of one entry (tests, reports): kind of the regex rule id,
+ * or 0 when the rule has no regex entry. */
+enum match_kind match_rule_kind(const struct match_set *ms, uint32_t rule);
+/* Hyperscan flags the rule was compiled with (0 for PCRE only). */
+unsigned match_rule_hs_flags(const struct match_set *ms, uint32_t rule);
+/* Perl flags (enum rule_re_flag) and tflags to Hyperscan flags. */
+unsigned match_hs_flags(unsigned re_flags, unsigned tflags);
+
+/* Per-lcore scratch for ms. match_scratch_clone() makes another for a
+ * second lcore. NULL on failure. Free with match_scratch_free(). */
+struct match_scratch *match_scratch_new(const struct match_set *ms);
+struct match_scratch *match_scratch_clone(const struct match_scratch *proto);
+void match_scratch_free(struct match_scratch *s);
+
+/* Counters of one scratch (one lcore). */
+struct match_scan_stats {
+	uint64_t scans;                 /* Hyperscan calls */
+	uint64_t hs_errors;             /* hs_scan returned an error */
+	uint64_t pcre_runs;
+	uint64_t pcre_limit;            /* PCRE2 hit its match/depth limit */
+	uint64_t pcre_truncated;        /* text cut at MATCH_PCRE_MAX_BYTES */
+	uint64_t bytes;
+};
+const struct match_scan_stats *match_scratch_stats(const struct match_scratch *s);
+
+struct match_hits *match_hits_new(const struct match_set *ms);
+void match_hits_free(struct match_hits *h);
+/* Clears the hits of the previous message (O(number of hits)). */
+void match_hits_reset(struct match_hits *h);
+/* Records n hits of rule id (behaviour rules from the storm stage use it). */
+void match_hits_add(struct match_hits *h, uint32_t rule, uint32_t n);
+
+/* Block-mode scans of one class; hits are added to h. Return 0, or -EIO
+ * when Hyperscan failed (counted; the other classes still run). */
+int match_scan_headers(const struct match_set *ms, struct match_scratch *s,
+		       const struct match_msg *msg, struct match_hits *h);
+int match_scan_texts(const struct match_set *ms, struct match_scratch *s,
+		     enum match_class cls, const struct match_text *parts, uint32_t nparts,
+		     bool first_is_subject, struct match_hits *h);
+/* Every class of msg, plus the native tests (exists, :count, evals). */
+int match_scan_msg(const struct match_set *ms, struct match_scratch *s,
+		   const struct match_msg *msg, struct match_hits *h);
+
+/* Evaluates metas (dependencies first), sums the scores of scored rules that
+ * hit and picks the action. Call after every scan of the message. */
+void match_score(const struct match_set *ms, struct match_hits *h);
+
+/* `breakwater check-rules DIR...`: loads, compiles, prints counts, errors
+ * (file:line: reason) and the compile time to out. Returns 0 when there are
+ * no errors, 1 when there are, 2 when nothing could be built. */
+int rules_check(const char **dirs, int ndirs, FILE *out);
+
+#endif
