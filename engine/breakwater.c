@@ -22,9 +22,14 @@
 
 #include "bw-config.h"
 #include "capture.h"
+#include "match.h"
 #include "mem.h"
+#include "message.h"
 #include "output.h"
 #include "pipeline.h"
+#include "verdict.h"
+
+#define MAX_RULE_DIRS 16
 
 #define BURST 32
 #define LINEAR_MAX 65536 + 512
@@ -43,6 +48,8 @@ static void usage(FILE *f)
 "usage: breakwater --pcap FILE [options]\n"
 "       breakwater --iface IF [options]\n"
 "       breakwater --eal \"EAL ARGS\" [--port N] [options]\n"
+"       breakwater check-rules [DIR...]      parse and compile rules, print counts\n"
+"       breakwater score [--rules DIR] [--json] FILE.eml...\n"
 "\n"
 "Follows the SMTP sessions in the traffic and writes one JSON record per line\n"
 "on stdout; progress, warnings and the summary go to stderr.\n"
@@ -63,6 +70,10 @@ static void usage(FILE *f)
 "                         and DIR/<flow_id>.toclient (gap bytes are left out)\n"
 "  -q, --quiet            no summary, no progress\n"
 "  -v, --verbose          DPDK logs at info level\n"
+"rules:\n"
+"  --rules DIR            rule directory (*.cf in name order) or file; may be repeated\n"
+"                         [the rules/ shipped with breakwater]\n"
+"  --no-rules             do not score (records carry no score, action, hits)\n"
 "tuning (defaults in brackets):\n"
 "  --smtp-ports LIST      ports whose TCP flows are followed [25,587,2525]\n"
 "  --tls-ports LIST       implicit-TLS ports, counted only [465]\n"
@@ -132,10 +143,195 @@ static uint64_t wall_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Loads the rules of dirs, or the default rule directory when none is given.
+ * Returns NULL with err set on a rule error (each error printed on stderr
+ * with file:line), or NULL with err empty when no default rules exist. */
+static struct verdict *load_rules(const char **dirs, int ndirs, char *err, size_t errlen)
+{
+	const char *def;
+
+	err[0] = '\0';
+	if (!ndirs) {
+		def = verdict_default_rules_dir();
+		if (!def) {
+			fprintf(stderr, "breakwater: no rule directory found (give --rules DIR): "
+				"records carry no score\n");
+			return NULL;
+		}
+		dirs = &def;
+		ndirs = 1;
+	}
+	return verdict_new((const char *const *)dirs, ndirs, stderr, err, errlen);
+}
+
+/* breakwater check-rules [DIR...]: like nginx -t. */
+static int cmd_check_rules(int argc, const char **argv)
+{
+	const char *def;
+
+	if (argc > 0 && (strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "--help") == 0)) {
+		printf("usage: breakwater check-rules [DIR|FILE...]\n"
+		       "Parses and compiles the rules (default: the shipped rules/), prints the\n"
+		       "counts, and exits non-zero when any rule has an error (file:line: reason).\n");
+		return 0;
+	}
+	if (argc == 0) {
+		def = verdict_default_rules_dir();
+		if (!def) {
+			fprintf(stderr, "breakwater: no rule directory found: give one\n");
+			return 2;
+		}
+		return rules_check(&def, 1, stdout);
+	}
+	return rules_check(argv, argc, stdout);
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t cap = 0, n = 0;
+
+	if (!f)
+		return NULL;
+	for (;;) {
+		if (n == cap) {
+			char *nb;
+
+			cap = cap ? cap * 2 : 65536;
+			nb = realloc(buf, cap);
+			if (!nb) {
+				free(buf);
+				fclose(f);
+				return NULL;
+			}
+			buf = nb;
+		}
+		size_t got = fread(buf + n, 1, cap - n, f);
+
+		n += got;
+		if (got == 0)
+			break;
+	}
+	fclose(f);
+	*len = n;
+	return buf;
+}
+
+/* breakwater score [--rules DIR]... [--json] FILE.eml...: like spamassassin -t. */
+static int cmd_score(int argc, char **argv)
+{
+	static const struct option sopts[] = {
+		{"rules", required_argument, NULL, 'r'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *dirs[MAX_RULE_DIRS];
+	int ndirs = 0, json = 0, c, rc = 0;
+	struct verdict *v;
+	struct message_limits lim;
+	char err[512];
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", sopts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			if (ndirs == MAX_RULE_DIRS)
+				die_usage("too many --rules (at most %s)", "16");
+			dirs[ndirs++] = optarg;
+			break;
+		case 'j': json = 1; break;
+		case 'h':
+			printf("usage: breakwater score [--rules DIR]... [--json] FILE.eml...\n"
+			       "Scores each message file and prints its hits with their description\n"
+			       "and score; --json prints one object per message instead.\n");
+			return 0;
+		default:
+			return 2;
+		}
+	}
+	if (optind >= argc)
+		die_usage("%s", "score: give at least one message file");
+	v = load_rules(dirs, ndirs, err, sizeof(err));
+	if (!v) {
+		fprintf(stderr, "breakwater: %s\n", err[0] ? err : "no rules to score with");
+		return 1;
+	}
+	message_limits_default(&lim);
+	for (int i = optind; i < argc; i++) {
+		size_t len = 0;
+		char *buf = read_file(argv[i], &len);
+		struct message *m;
+		const struct match_hits *h;
+
+		if (!buf) {
+			fprintf(stderr, "breakwater: cannot read %s: %s\n", argv[i], strerror(errno));
+			rc = 1;
+			continue;
+		}
+		m = message_new(&lim, NULL, NULL);
+		if (!m) {
+			free(buf);
+			fprintf(stderr, "breakwater: out of memory\n");
+			rc = 1;
+			break;
+		}
+		message_feed(m, (const uint8_t *)buf, len);
+		message_end(m);
+		h = verdict_message(v, m, NULL);
+		if (json) {
+			struct json j;
+
+			json_init(&j);
+			json_begin(&j);
+			json_kv_cstr(&j, "file", argv[i]);
+			json_key(&j, "score");
+			json_double(&j, h->score);
+			json_kv_cstr(&j, "action", h->action ? h->action : "pass");
+			json_key(&j, "hits");
+			json_open_array(&j);
+			for (uint32_t k = 0; k < h->nlist; k++) {
+				if (!verdict_rule_reported(v, h->list[k]))
+					continue;
+				json_open_object(&j);
+				json_kv_cstr(&j, "rule", verdict_rule_name(v, h->list[k]));
+				json_key(&j, "score");
+				json_double(&j, verdict_rule_score(v, h->list[k]));
+				json_close_object(&j);
+			}
+			json_close_array(&j);
+			json_end(&j);
+			json_write(&j, stdout);
+			json_free(&j);
+		} else {
+			printf("%s: %.1f points, action %s\n", argv[i], h->score,
+			       h->action ? h->action : "pass");
+			printf("%6s %-28s %s\n", "pts", "rule name", "description");
+			printf("%6s %-28s %s\n", "----", "----------------------", "--------------------------------");
+			for (uint32_t k = 0; k < h->nlist; k++) {
+				uint32_t id = h->list[k];
+				const char *d;
+
+				if (!verdict_rule_reported(v, id))
+					continue;
+				d = verdict_rule_describe(v, id);
+				printf("%6.1f %-28s %s\n", verdict_rule_score(v, id),
+				       verdict_rule_name(v, id), d ? d : "");
+			}
+			printf("\n");
+		}
+		message_free(m);
+		free(buf);
+	}
+	verdict_free(v);
+	return rc;
+}
+
 enum {
 	OPT_PCAP = 256, OPT_IFACE, OPT_EAL, OPT_PORT, OPT_FLOWS, OPT_NO_FLOWS, OPT_DUMP,
 	OPT_SMTP_PORTS, OPT_TLS_PORTS, OPT_MAX_FLOWS, OPT_FLOW_TIMEOUT, OPT_STREAM_MEMCAP,
-	OPT_REASM_MEMCAP, OPT_NO_CSUM, OPT_VERSION, OPT_NO_SMTP,
+	OPT_REASM_MEMCAP, OPT_NO_CSUM, OPT_VERSION, OPT_NO_SMTP, OPT_RULES, OPT_NO_RULES,
 };
 
 int main(int argc, char **argv)
@@ -149,6 +345,8 @@ int main(int argc, char **argv)
 		{"flows", no_argument, NULL, OPT_FLOWS},
 		{"no-flows", no_argument, NULL, OPT_NO_FLOWS},
 		{"no-smtp", no_argument, NULL, OPT_NO_SMTP},
+		{"rules", required_argument, NULL, OPT_RULES},
+		{"no-rules", no_argument, NULL, OPT_NO_RULES},
 		{"dump-streams", required_argument, NULL, OPT_DUMP},
 		{"quiet", no_argument, NULL, 'q'},
 		{"verbose", no_argument, NULL, 'v'},
@@ -172,12 +370,18 @@ int main(int argc, char **argv)
 	const char *out_path = NULL;
 	FILE *out_f = stdout;
 	char err[512];
-	int c, quiet = 0, nsrc = 0, flows_opt = -1;
+	int c, quiet = 0, nsrc = 0, flows_opt = -1, nrule_dirs = 0, no_rules = 0;
+	const char *rule_dirs[MAX_RULE_DIRS];
+	struct verdict *verdict = NULL;
 	double t_start = mono_s(), t_loop, t_last_progress = 0;
 	uint64_t file_bytes = 0;
 	bool progress, live;
 	static uint8_t linear[LINEAR_MAX];
 
+	if (argc > 1 && strcmp(argv[1], "check-rules") == 0)
+		return cmd_check_rules(argc - 2, (const char **)argv + 2);
+	if (argc > 1 && strcmp(argv[1], "score") == 0)
+		return cmd_score(argc - 1, argv + 1);
 	pipeline_config_default(&pcfg);
 	while ((c = getopt_long(argc, argv, "o:qvh", opts, NULL)) != -1) {
 		switch (c) {
@@ -189,6 +393,12 @@ int main(int argc, char **argv)
 		case OPT_FLOWS: flows_opt = 1; break;
 		case OPT_NO_FLOWS: flows_opt = 0; break;
 		case OPT_NO_SMTP: pcfg.smtp = false; pcfg.tx_records = false; break;
+		case OPT_RULES:
+			if (nrule_dirs == MAX_RULE_DIRS)
+				die_usage("too many --rules (at most %s)", "16");
+			rule_dirs[nrule_dirs++] = optarg;
+			break;
+		case OPT_NO_RULES: no_rules = 1; break;
 		case OPT_DUMP: pcfg.dump_dir = optarg; break;
 		case 'q': quiet = 1; break;
 		case 'v': ccfg.verbose++; break;
@@ -248,6 +458,14 @@ int main(int argc, char **argv)
 	}
 	setvbuf(out_f, NULL, _IOFBF, 1 << 20);
 
+	if (pcfg.smtp && pcfg.tx_records && !no_rules) {
+		verdict = load_rules(rule_dirs, nrule_dirs, err, sizeof(err));
+		if (!verdict && err[0]) {
+			fprintf(stderr, "breakwater: %s\n", err);
+			return 1;
+		}
+	}
+
 	if (capture_open(&cap, &ccfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "breakwater: %s\n", err);
 		return 1;
@@ -266,6 +484,7 @@ int main(int argc, char **argv)
 		capture_close(&cap);
 		return 1;
 	}
+	pl->verdict = verdict;
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	live = ccfg.source != CAPTURE_PCAP;
@@ -338,6 +557,7 @@ int main(int argc, char **argv)
 	if (!quiet)
 		output_summary(stderr, pl, &out, &ri);
 	pipeline_free(pl);
+	verdict_free(verdict);
 	output_fini(&out);
 	if (out_f != stdout)
 		fclose(out_f);

@@ -9,7 +9,9 @@
 #include "mem.h"
 #include "message.h"
 #include "pipeline.h"
+#include "match.h"
 #include "smtp.h"
+#include "verdict.h"
 
 void output_init(struct output *o, FILE *f)
 {
@@ -116,7 +118,8 @@ static void kv_reply(struct json *j, const char *k, uint16_t code, const char *t
 }
 
 void output_tx_record(struct output *o, const struct flow *f, const struct smtp_session *s,
-		      const struct smtp_tx *tx, const struct message *m)
+		      const struct smtp_tx *tx, const struct message *m,
+		      const struct verdict *v, const struct match_hits *h)
 {
 	const struct smtp_session_info *si = smtp_session_info(s);
 	struct json *j = &o->j;
@@ -206,6 +209,25 @@ void output_tx_record(struct output *o, const struct flow *f, const struct smtp_
 		}
 		json_close_array(j);
 	}
+	if (v) {
+		json_key(j, "score");
+		json_double(j, h ? h->score : 0.0);
+		json_kv_cstr(j, "action", h && h->action ? h->action : "pass");
+		json_key(j, "hits");
+		json_open_array(j);
+		for (uint32_t i = 0; h && i < h->nlist; i++) {
+			uint32_t id = h->list[i];
+
+			if (!verdict_rule_reported(v, id))
+				continue;   /* __sub-rules and zero scores feed metas only */
+			json_open_object(j);
+			json_kv_cstr(j, "rule", verdict_rule_name(v, id));
+			json_key(j, "score");
+			json_double(j, verdict_rule_score(v, id));
+			json_close_object(j);
+		}
+		json_close_array(j);
+	}
 	json_key(j, "anomalies");
 	json_open_array(j);
 	for (int i = 0; i < SMTP_ANOM_MAX; i++)
@@ -270,6 +292,14 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 			ss->sessions, ss->tls_sessions, ss->transactions, ss->tx_complete,
 			ss->tx_accepted, ps->messages, b1, (double)ps->messages / secs);
 	}
+	if (pl->verdict) {
+		const struct verdict_stats *vs = verdict_get_stats(pl->verdict);
+
+		verdict_print_counts(pl->verdict, f);
+		fprintf(f, "  verdicts:    %" PRIu64 " messages scored: pass %" PRIu64 ", tag %" PRIu64
+			", block %" PRIu64 "%s\n", vs->messages, vs->actions[0], vs->actions[1],
+			vs->actions[2], vs->scan_errors ? " (scan errors, see anomalies)" : "");
+	}
 	fprintf(f, "  anomalies:  ");
 	for (int a = 1; a < DECODE_ANOMALY_MAX; a++) {
 		if (!ds->anomalies[a])
@@ -305,6 +335,8 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 		ANOM(message_anomaly_name((enum message_anomaly)a), ps->message_anomaly_count[a]);
 	ANOM("smtp_alloc_fail", smtp_stats.alloc_fail + ps->app_alloc_fail);
 	ANOM("message_alloc_fail", ps->msg_alloc_fail);
+	if (pl->verdict)
+		ANOM("rule_scan_errors", verdict_get_stats(pl->verdict)->scan_errors);
 #undef ANOM
 	fprintf(f, "%s\n", any ? "" : " none");
 	fprintf(f, "  records:     %" PRIu64 "\n", o->records);

@@ -19,6 +19,8 @@ struct message;
 struct pipeline;
 struct smtp_session;
 struct smtp_tx;
+struct match_hits;
+struct verdict;
 
 struct output {
 	FILE *f;
@@ -35,10 +37,12 @@ void output_fini(struct output *o);
 void output_flow_record(struct output *o, const struct flow *f);
 
 /* One record for an SMTP transaction (DESIGN.md's field names). m is the
- * parsed message of the transaction, or NULL when no content passed. All
- * arguments are borrowed for the call. */
+ * parsed message of the transaction, or NULL when no content passed; v the
+ * rules in use (NULL: no score fields) and h the message's hits (NULL: no
+ * content was scanned, score 0). All arguments are borrowed for the call. */
 void output_tx_record(struct output *o, const struct flow *f, const struct smtp_session *s,
-		      const struct smtp_tx *tx, const struct message *m);
+		      const struct smtp_tx *tx, const struct message *m,
+		      const struct verdict *v, const struct match_hits *h);
 
 struct run_info {
 	const char *source;          /* file or interface */

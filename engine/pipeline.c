@@ -9,6 +9,7 @@
 #include "message.h"
 #include "output.h"
 #include "smtp.h"
+#include "verdict.h"
 
 /* What the pipeline keeps per flow, beside the flow itself: made at the
  * flow's first payload byte (or first dumped byte), so a flow that never
@@ -98,8 +99,13 @@ static void tx_end(void *user, const struct smtp_session *s, const struct smtp_t
 			if (message_anomalies(m) & (1ull << i))
 				pl->stats.message_anomaly_count[i]++;
 	}
-	if (pl->cfg.tx_records)
-		output_tx_record(pl->out, a->flow, s, tx, m);
+	if (pl->cfg.tx_records) {
+		const struct match_hits *h = NULL;
+
+		if (pl->verdict && m)
+			h = verdict_message(pl->verdict, m, tx);
+		output_tx_record(pl->out, a->flow, s, tx, m, pl->verdict, h);
+	}
 	a->msg = NULL;
 	msg_put(pl, m);
 }

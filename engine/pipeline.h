@@ -23,6 +23,7 @@
 #include "smtp.h"
 
 struct output;
+struct verdict;
 
 struct pipeline_config {
 	struct decode_opts decode;
@@ -59,6 +60,7 @@ struct pipeline {
 	struct flow_table *flows;
 	struct reasm_ctx reasm;
 	struct output *out;
+	struct verdict *verdict;     /* rules (borrowed; NULL: no scoring) */
 	struct pipeline_stats stats;
 	struct message *msg_cache[PIPELINE_MSG_CACHE];  /* idle parsers kept for reuse */
 	unsigned n_msg_cache;
