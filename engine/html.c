@@ -49,8 +49,20 @@ static void out_text(struct html *h, const uint8_t *p, size_t n)
 			out_byte(h, ' ');
 		h->ws_pending = 0;
 	}
-	for (size_t i = 0; i < n; i++)
-		out_byte(h, p[i]);
+	while (n) {
+		size_t k;
+
+		if (h->out_len == HTML_OUT_MAX)
+			out_flush(h);
+		k = HTML_OUT_MAX - h->out_len;
+		if (k > n)
+			k = n;
+		memcpy(h->out + h->out_len, p, k);
+		h->out_len += (uint32_t)k;
+		p += k;
+		n -= k;
+	}
+	h->last = h->out[h->out_len - 1];
 }
 
 static void out_newline(struct html *h)
@@ -119,8 +131,10 @@ int html_entity(const char *name, size_t n, uint8_t *out)
 			return 0;
 		return (int)mime_utf8_put(cp, out);
 	}
+	if (n == 0)
+		return -1;
 	for (const struct entity *e = entities; e->name; e++)
-		if (strlen(e->name) == n && memcmp(e->name, name, n) == 0) {
+		if (e->name[0] == name[0] && strlen(e->name) == n && memcmp(e->name, name, n) == 0) {
 			if (e->cp == 0)
 				return 0;
 		return (int)mime_utf8_put(e->cp, out);
@@ -150,23 +164,47 @@ static void entity_end(struct html *h, int semicolon)
 		out_text(h, (const uint8_t *)";", 1);
 }
 
-static int tag_is(const uint8_t *name, size_t n, const char *const *list)
+struct tag_name {
+	uint8_t len;
+	char name[11];       /* lowercase */
+};
+
+#define TN(s) { sizeof(s) - 1, s }
+
+/* name[0..n) (any case) is one of list (lowercase, ended by a 0 length). */
+static int tag_is(const uint8_t *name, size_t n, const struct tag_name *list)
 {
-	for (int i = 0; list[i]; i++)
-		if (strlen(list[i]) == n && strncasecmp(list[i], (const char *)name, n) == 0)
+	char low[11];
+
+	if (n == 0 || n > sizeof(low))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = name[i];
+
+		low[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+	}
+	for (int i = 0; list[i].len; i++)
+		if (list[i].len == n && list[i].name[0] == low[0] &&
+		    memcmp(list[i].name, low, n) == 0)
 			return 1;
 	return 0;
 }
 
-static const char *const block_tags[] = {
-	"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6",
-	"table", "hr", "blockquote", "title", "ul", "ol", "dl", "dd", "dt",
-	"pre", "section", "article", "header", "footer", "center", "address",
-	"form", "body", "html", "head", "nav", "aside", "main", "figure",
-	"figcaption", "caption", "tbody", "thead", "tfoot", NULL };
-static const char *const cell_tags[] = { "td", "th", NULL };
-static const char *const uri_attrs[] = { "href", "src", "action", "background",
-	"lowsrc", "cite", "poster", "formaction", NULL };
+static const struct tag_name block_tags[] = {
+	TN("p"), TN("div"), TN("br"), TN("tr"), TN("li"), TN("h1"), TN("h2"),
+	TN("h3"), TN("h4"), TN("h5"), TN("h6"), TN("table"), TN("hr"),
+	TN("blockquote"), TN("title"), TN("ul"), TN("ol"), TN("dl"), TN("dd"),
+	TN("dt"), TN("pre"), TN("section"), TN("article"), TN("header"),
+	TN("footer"), TN("center"), TN("address"), TN("form"), TN("body"),
+	TN("html"), TN("head"), TN("nav"), TN("aside"), TN("main"), TN("figure"),
+	TN("figcaption"), TN("caption"), TN("tbody"), TN("thead"), TN("tfoot"),
+	{ 0, "" } };
+static const struct tag_name cell_tags[] = { TN("td"), TN("th"), { 0, "" } };
+static const struct tag_name uri_attrs[] = { TN("href"), TN("src"), TN("action"),
+	TN("background"), TN("lowsrc"), TN("cite"), TN("poster"), TN("formaction"),
+	{ 0, "" } };
+
+#undef TN
 
 /* Reports the URI in an attribute value: entities decoded, blanks trimmed. */
 static void attr_uri(struct html *h, const uint8_t *v, size_t n)
@@ -294,6 +332,34 @@ static void tag_put(struct html *h, uint8_t c)
 	}
 }
 
+/* tag_put() of each byte of p[0..n). */
+static void tag_put_n(struct html *h, const uint8_t *p, size_t n)
+{
+	if (h->tag_len < HTML_TAG_MAX) {
+		size_t k = HTML_TAG_MAX - h->tag_len;
+
+		if (k > n)
+			k = n;
+		memcpy(h->tag + h->tag_len, p, k);
+		h->tag_len += (uint32_t)k;
+		n -= k;
+	}
+	if (n && h->tag_len == HTML_TAG_MAX) {
+		h->c.tags_truncated++;
+		h->tag_len++;
+	}
+}
+
+/* Bytes with a meaning in text (1): '<', '&' and whitespace. */
+static const uint8_t text_special[256] = {
+	['<'] = 1, ['&'] = 1, [' '] = 1, ['\t'] = 1, ['\r'] = 1, ['\n'] = 1, ['\f'] = 1,
+};
+
+/* Bytes with a meaning inside a tag outside quotes (1): '>' and quotes. */
+static const uint8_t tag_special[256] = {
+	['>'] = 1, ['"'] = 1, ['\''] = 1,
+};
+
 void html_feed(struct html *h, const uint8_t *p, size_t n)
 {
 	static const char script_end[] = "</script";
@@ -312,7 +378,13 @@ void html_feed(struct html *h, const uint8_t *p, size_t n)
 			} else if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f') {
 				h->ws_pending = 1;
 			} else {
-				out_text(h, &c, 1);
+				/* a run of plain text at once */
+				size_t j = i + 1;
+
+				while (j < n && !text_special[p[j]])
+					j++;
+				out_text(h, p + i, j - i);
+				i = j - 1;
 			}
 			break;
 		case HTML_TAG_OPEN:
@@ -330,9 +402,28 @@ void html_feed(struct html *h, const uint8_t *p, size_t n)
 			break;
 		case HTML_TAG:
 			if (h->quote) {
-				if (c == h->quote)
+				if (c == h->quote) {
 					h->quote = 0;
-				tag_put(h, c);
+					tag_put(h, c);
+				} else {
+					/* up to the closing quote at once */
+					const uint8_t *q = memchr(p + i, h->quote, n - i);
+					size_t j = q ? (size_t)(q - p) : n;
+
+					tag_put_n(h, p + i, j - i);
+					i = j - 1;
+				}
+				break;
+			}
+			if (h->tag_len >= 3 && !tag_special[c]) {
+				/* a run without '>' or quotes at once (the "!--"
+				 * check below only matters at 3 bytes) */
+				size_t j = i + 1;
+
+				while (j < n && !tag_special[p[j]])
+					j++;
+				tag_put_n(h, p + i, j - i);
+				i = j - 1;
 				break;
 			}
 			if (c == '>') {
@@ -365,7 +456,11 @@ void html_feed(struct html *h, const uint8_t *p, size_t n)
 			} else if (c == '>' && h->dashes >= 2) {
 				h->state = HTML_TEXT;
 			} else {
+				/* nothing before the next '-' can end the comment */
+				const uint8_t *q = memchr(p + i + 1, '-', n - i - 1);
+
 				h->dashes = 0;
+				i = q ? (size_t)(q - p) - 1 : n - 1;
 			}
 			break;
 		case HTML_ENTITY:
@@ -400,8 +495,14 @@ void html_feed(struct html *h, const uint8_t *p, size_t n)
 						tag_put(h, (uint8_t)end[k]);
 					h->raw_match = 0;
 				}
+			} else if (c == '<') {
+				h->raw_match = 1;
 			} else {
-				h->raw_match = c == '<' ? 1 : 0;
+				/* nothing before the next '<' can match */
+				const uint8_t *q = memchr(p + i + 1, '<', n - i - 1);
+
+				h->raw_match = 0;
+				i = q ? (size_t)(q - p) - 1 : n - 1;
 			}
 			break;
 		}

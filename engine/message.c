@@ -384,6 +384,24 @@ report:
 		m->ops->on_uri(m->user, cur_part(m), (const char *)p, n);
 }
 
+/* Whether p[0..n) holds a byte over 0x7f. */
+static int has_high_bit(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, p + i, 8);
+		if (w & 0x8080808080808080ull)
+			return 1;
+	}
+	for (; i < n; i++)
+		if (p[i] & 0x80)
+			return 1;
+	return 0;
+}
+
 static int ci_prefix(const uint8_t *p, size_t n, const char *lower, size_t k)
 {
 	if (n < k)
@@ -399,20 +417,18 @@ static int ci_prefix(const uint8_t *p, size_t n, const char *lower, size_t k)
 	return 1;
 }
 
-/* The token collected by the text URI scanner ended: report a URI in it. */
-static void tok_end(struct message *m)
+/* A token of the text URI scanner, t[0..n) (cut: it lost bytes past
+ * max_uri_len): reports a URI in it. */
+static void tok_match(struct message *m, const uint8_t *t, size_t n, int cut)
 {
 	static const struct { const char *s; size_t len; } schemes[] = {
 		{ "http://", 7 }, { "https://", 8 }, { "ftp://", 6 },
 		{ "mailto:", 7 }, { "www.", 4 },
 	};
-	const uint8_t *t = m->tok.p;
-	size_t n = m->tok.len;
 
-	m->tok.len = 0;
 	/* most tokens are words: every candidate holds a ':' or a '.' */
 	if (n < 5 || (!memchr(t, ':', n) && !memchr(t, '.', n)))
-		goto out;
+		return;
 	for (size_t s = 0; s + 4 <= n; s++) {
 		uint8_t c = t[s] | 0x20;
 
@@ -434,38 +450,91 @@ static void tok_end(struct message *m)
 				continue;
 			if (k == 4 && !memchr(t + s + sl, '.', e - s - sl))
 				continue;
-			if (m->tok_cut)
+			if (cut)
 				m->c.uris_cut++;
 			uri_add(m, t + s, e - s);
-			goto out;
+			return;
 		}
 	}
-out:
+}
+
+/* The token collected by the text URI scanner ended: report a URI in it. */
+static void tok_end(struct message *m)
+{
+	size_t n = m->tok.len;
+
+	m->tok.len = 0;
+	tok_match(m, m->tok.p, n, m->tok_cut);
 	m->tok_cut = 0;
 }
 
-/* Bytes that end a token for the text URI scanner: controls, space and
- * <>"'`{}|\^ DEL. */
-static const uint8_t uri_delim[256] = {
+/* Bytes that end a token for the text URI scanner (1): controls, space and
+ * <>"'`{}|\^ DEL; and the bytes a URI candidate needs (2): ':' and '.'. */
+static const uint8_t uri_class[256] = {
 	[0 ... 32] = 1, ['<'] = 1, ['>'] = 1, ['"'] = 1, ['\''] = 1, ['`'] = 1,
 	['{'] = 1, ['}'] = 1, ['|'] = 1, ['\\'] = 1, ['^'] = 1, [0x7f] = 1,
+	[':'] = 2, ['.'] = 2,
 };
 
+/* Appends p[0..n) to the token carried between pieces (up to max_uri_len:
+ * the rest is cut). */
+static void tok_push(struct message *m, const uint8_t *p, size_t n)
+{
+	size_t room = m->tok.max - m->tok.len, k = n < room ? n : room;
+
+	if (k && (size_t)m->tok.len + k > m->tok.cap &&
+	    buf_grow(m, &m->tok, (size_t)m->tok.len + k) < 0)
+		k = m->tok.cap - m->tok.len;
+	if (k) {
+		memcpy(m->tok.p + m->tok.len, p, k);
+		m->tok.len += (uint32_t)k;
+	}
+	if (k < n)
+		m->tok_cut = 1;
+}
+
+/* Tokens inside the piece are looked at in place; only one running into
+ * the piece's end is copied (into m->tok) to be continued. */
 static void uri_scan(struct message *m, const uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		uint8_t c = p[i];
+	size_t i = 0;
 
-		if (uri_delim[c]) {
-			if (m->tok.len)
-				tok_end(m);
-		} else if (m->tok.len < m->tok.cap ||
-			   (m->tok.len < m->tok.max &&
-			    buf_grow(m, &m->tok, (size_t)m->tok.len + 1) == 0)) {
-			m->tok.p[m->tok.len++] = c;
-		} else {
+	if (m->tok.len) {
+		while (i < n && uri_class[p[i]] != 1)
+			i++;
+		tok_push(m, p, i);
+		if (i == n)
+			return;
+		tok_end(m);
+	}
+	while (i < n) {
+		size_t s, len;
+		unsigned cl = 0;
+
+		while (i < n && uri_class[p[i]] == 1)
+			i++;
+		if (i == n)
+			break;
+		s = i;
+		for (; i < n; i++) {
+			uint8_t k = uri_class[p[i]];
+
+			if (k == 1)
+				break;
+			cl |= k;
+		}
+		if (i == n) {
+			tok_push(m, p + s, n - s);
+			break;
+		}
+		len = i - s;
+		if (len > m->tok.max) {
+			len = m->tok.max;
 			m->tok_cut = 1;
 		}
+		if (len >= 5 && cl)
+			tok_match(m, p + s, len, m->tok_cut);
+		m->tok_cut = 0;
 	}
 }
 
@@ -512,9 +581,9 @@ static void text_out(void *ctx, const uint8_t *p, size_t n)
 		if (p[0] != '\n')
 			text_route(m, (const uint8_t *)"\r", 1);
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] != '\r')
-			continue;
+	for (const uint8_t *q; s < n && (q = memchr(p + s, '\r', n - s)) != NULL;) {
+		size_t i = (size_t)(q - p);
+
 		text_route(m, p + s, i - s);
 		s = i + 1;
 		if (i + 1 == n)
@@ -937,10 +1006,39 @@ root_done:
 
 static int field_of(const char *name, size_t n)
 {
+	static const uint8_t field_len[MESSAGE_FIELD_MAX] = {
+		[MESSAGE_FIELD_FROM] = 4, [MESSAGE_FIELD_TO] = 2, [MESSAGE_FIELD_CC] = 2,
+		[MESSAGE_FIELD_SUBJECT] = 7, [MESSAGE_FIELD_MESSAGE_ID] = 10,
+		[MESSAGE_FIELD_DATE] = 4, [MESSAGE_FIELD_IN_REPLY_TO] = 11,
+		[MESSAGE_FIELD_REFERENCES] = 10, [MESSAGE_FIELD_AUTO_SUBMITTED] = 14,
+		[MESSAGE_FIELD_PRECEDENCE] = 10, [MESSAGE_FIELD_LIST_ID] = 7,
+		[MESSAGE_FIELD_CONTENT_TYPE] = 12, [MESSAGE_FIELD_RETURN_PATH] = 11,
+		[MESSAGE_FIELD_MIME_VERSION] = 12, [MESSAGE_FIELD_REPLY_TO] = 8,
+		[MESSAGE_FIELD_SENDER] = 6,
+	};
+	uint8_t c0;
+
+	if (n == 0 || n > 14)
+		return -1;
+	c0 = (uint8_t)name[0] | 0x20;
 	for (int f = 0; f < MESSAGE_FIELD_MAX; f++)
-		if (strlen(field_names[f]) == n && strncasecmp(field_names[f], name, n) == 0)
+		if (field_len[f] == n && (uint8_t)field_names[f][0] == c0 &&
+		    strncasecmp(field_names[f], name, n) == 0)
 			return f;
 	return -1;
+}
+
+/* Whether v[0..n) holds "=?" (an RFC 2047 encoded word may start there). */
+static int has_ew_start(const char *v, size_t n)
+{
+	const char *e = v + n, *q = v;
+
+	while (e - q >= 2 && (q = memchr(q, '=', (size_t)(e - q) - 1)) != NULL) {
+		if (q[1] == '?')
+			return 1;
+		q++;
+	}
+	return 0;
 }
 
 /* Entries of an address list holding an '@' (commas inside quotes, angle
@@ -1124,9 +1222,21 @@ static void hdr_finish(struct message *m)
 	val = (char *)m->scratch.p;
 	while (s < rl && (raw[s] == ' ' || raw[s] == '\t' || raw[s] == '\r' || raw[s] == '\n'))
 		s++;
-	for (size_t i = s; i < rl; i++)
-		if (raw[i] != '\n' && raw[i] != '\r')
-			val[vl++] = raw[i];
+	if (!memchr(raw + s, '\r', rl - s)) {
+		/* line ends are LF only: copy the runs between them */
+		for (size_t i = s; i < rl;) {
+			const char *q = memchr(raw + i, '\n', rl - i);
+			size_t e = q ? (size_t)(q - raw) : rl;
+
+			memcpy(val + vl, raw + i, e - i);
+			vl += e - i;
+			i = e + 1;
+		}
+	} else {
+		for (size_t i = s; i < rl; i++)
+			if (raw[i] != '\n' && raw[i] != '\r')
+				val[vl++] = raw[i];
+	}
 	while (vl && (val[vl - 1] == ' ' || val[vl - 1] == '\t'))
 		vl--;
 	val[vl] = '\0';
@@ -1145,7 +1255,7 @@ static void hdr_finish(struct message *m)
 	m->c.headers++;
 	dec = val + vl + 1;
 	memset(&st, 0, sizeof(st));
-	if (memmem(val, vl, "=?", 2)) {
+	if (has_ew_start(val, vl)) {
 		size_t dl = mime_decode_header(val, vl, dec, dcap, &st);
 
 		dec[dl] = '\0';
@@ -1187,11 +1297,8 @@ static void hdr_append(struct message *m, const uint8_t *p, size_t n)
 {
 	size_t room = m->lim.max_header_bytes - m->hdr.len;
 
-	for (size_t i = 0; i < n; i++)
-		if (p[i] & 0x80) {
-			anomaly(m, MESSAGE_ANOM_8BIT_IN_HEADER);
-			break;
-		}
+	if (has_high_bit(p, n))
+		anomaly(m, MESSAGE_ANOM_8BIT_IN_HEADER);
 	if (n > room) {
 		m->c.header_bytes_cut += n - room;
 		if (!m->hdr_cut) {

@@ -149,10 +149,18 @@ size_t mime_qp_decode(struct mime_qp *s, const uint8_t *in, size_t n, int eol,
 			}
 			if (s->nblank)
 				o = qp_blanks_out(s, o);
-			if (c == '=')
+			if (c == '=') {
 				s->state = 1;
-			else
-				*o++ = c;
+			} else {
+				/* a run of literal text at once */
+				size_t j = i + 1;
+
+				while (j < n && in[j] != '=' && in[j] != ' ' && in[j] != '\t')
+					j++;
+				memcpy(o, in + i, j - i);
+				o += j - i;
+				i = j - 1;
+			}
 			break;
 		case 1:
 			if (hexval(c) >= 0) {
@@ -364,27 +372,67 @@ unknown:
 
 static const uint8_t utf8_fffd[3] = { 0xef, 0xbf, 0xbd };
 
-/* Table conversion for latin-1 and windows-1252: each byte is one code point. */
+/* Length of the run of ASCII bytes (below 0x80) at the start of p[0..n). */
+static size_t ascii_run(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, p + i, 8);
+		if (w & 0x8080808080808080ull)
+			break;
+	}
+	while (i < n && p[i] < 0x80)
+		i++;
+	return i;
+}
+
+/* Table conversion for latin-1 and windows-1252: each byte is one code
+ * point. ASCII runs are copied in bulk (or handed on in place when nothing
+ * converted is pending). */
 static void conv_table(struct mime_conv *c, const uint8_t *p, size_t n,
 		       mime_sink_fn sink, void *ctx)
 {
 	uint8_t out[1024];
-	size_t o = 0;
+	size_t o = 0, i = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		uint32_t cp = p[i];
+	while (i < n) {
+		size_t k = ascii_run(p + i, n - i);
 
-		if (o + 4 > sizeof(out)) {
-			sink(ctx, out, o);
-			o = 0;
+		if (k) {
+			if (o == 0 && i + k == n) {
+				sink(ctx, p + i, k);
+				return;
+			}
+			while (k) {
+				size_t room = sizeof(out) - o, t = k < room ? k : room;
+
+				if (t == 0) {
+					sink(ctx, out, o);
+					o = 0;
+					continue;
+				}
+				memcpy(out + o, p + i, t);
+				o += t;
+				i += t;
+				k -= t;
+			}
+			if (i == n)
+				break;
 		}
-		if (cp < 0x80) {
-			out[o++] = (uint8_t)cp;
-			continue;
+		{
+			uint32_t cp = p[i++];
+
+			if (o + 4 > sizeof(out)) {
+				sink(ctx, out, o);
+				o = 0;
+			}
+			if (c->cs == MIME_CS_CP1252 && cp < 0xa0)
+				cp = cp1252_hi[cp - 0x80];
+			o += mime_utf8_put(cp, out + o);
 		}
-		if (c->cs == MIME_CS_CP1252 && cp < 0xa0)
-			cp = cp1252_hi[cp - 0x80];
-		o += mime_utf8_put(cp, out + o);
 	}
 	if (o)
 		sink(ctx, out, o);
