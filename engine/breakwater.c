@@ -485,6 +485,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	pl->verdict = verdict;
+	if (verdict)
+		verdict_set_event_sink(verdict, output_storm_record, &out);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	live = ccfg.source != CAPTURE_PCAP;

@@ -11,6 +11,7 @@
 #include "pipeline.h"
 #include "match.h"
 #include "smtp.h"
+#include "storm.h"
 #include "verdict.h"
 
 void output_init(struct output *o, FILE *f)
@@ -220,10 +221,19 @@ void output_tx_record(struct output *o, const struct flow *f, const struct smtp_
 
 			if (!verdict_rule_reported(v, id))
 				continue;   /* __sub-rules and zero scores feed metas only */
+			double val;
+			uint64_t win;
+
 			json_open_object(j);
 			json_kv_cstr(j, "rule", verdict_rule_name(v, id));
 			json_key(j, "score");
 			json_double(j, verdict_rule_score(v, id));
+			if (verdict_behaviour(v, id, &val, &win)) {
+				/* the evidence: what was measured, over which window */
+				json_key(j, "value");
+				json_double(j, val);
+				json_kv_u64(j, "window_s", win / 1000000000ull);
+			}
 			json_close_object(j);
 		}
 		json_close_array(j);
@@ -237,6 +247,31 @@ void output_tx_record(struct output *o, const struct flow *f, const struct smtp_
 		if (manom & (1ull << i))
 			json_cstr(j, message_anomaly_name((enum message_anomaly)i));
 	json_close_array(j);
+	json_end(j);
+	emit(o);
+}
+
+void output_storm_record(void *user, const struct storm_event *ev)
+{
+	struct output *o = user;
+	struct json *j = &o->j;
+
+	json_begin(j);
+	json_kv_ts(j, "ts", ev->ts_ns);
+	json_kv_cstr(j, "event", "storm");
+	json_kv_cstr(j, "rule", ev->rule_name);
+	json_kv_cstr(j, "dir", ev->dir == STORM_UP ? "up" : "down");
+	json_kv_cstr(j, "per", storm_field_name(ev->per));
+	json_kv_cstr(j, "key", ev->key);
+	json_key(j, "value");
+	json_double(j, ev->value);
+	if (ev->den) {
+		json_kv_u64(j, "num", ev->num);
+		json_kv_u64(j, "den", ev->den);
+	}
+	json_kv_u64(j, "window_s", ev->window_ns / 1000000000ull);
+	json_kv_ts(j, "first_seen", ev->first_seen_ns);
+	json_kv_ts(j, "last_seen", ev->last_seen_ns);
 	json_end(j);
 	emit(o);
 }
@@ -296,9 +331,10 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 		const struct verdict_stats *vs = verdict_get_stats(pl->verdict);
 
 		verdict_print_counts(pl->verdict, f);
-		fprintf(f, "  verdicts:    %" PRIu64 " messages scored: pass %" PRIu64 ", tag %" PRIu64
-			", block %" PRIu64 "%s\n", vs->messages, vs->actions[0], vs->actions[1],
-			vs->actions[2], vs->scan_errors ? " (scan errors, see anomalies)" : "");
+		fprintf(f, "  verdicts:    %" PRIu64 " messages scanned; transactions pass %" PRIu64
+			", tag %" PRIu64 ", block %" PRIu64 "; %" PRIu64 " with behaviour hits; storm events %"
+			PRIu64 " up, %" PRIu64 " down\n", vs->messages, vs->actions[0], vs->actions[1],
+			vs->actions[2], vs->behaviour_hits, vs->storm_events_up, vs->storm_events_down);
 	}
 	fprintf(f, "  anomalies:  ");
 	for (int a = 1; a < DECODE_ANOMALY_MAX; a++) {

@@ -20,6 +20,7 @@ struct pipeline;
 struct smtp_session;
 struct smtp_tx;
 struct match_hits;
+struct storm_event;
 struct verdict;
 
 struct output {
@@ -43,6 +44,10 @@ void output_flow_record(struct output *o, const struct flow *f);
 void output_tx_record(struct output *o, const struct flow *f, const struct smtp_session *s,
 		      const struct smtp_tx *tx, const struct message *m,
 		      const struct verdict *v, const struct match_hits *h);
+
+/* One record for a storm event: a key crossed a track rule's threshold
+ * (dir up) or fell back under it (dir down). o is a struct output *. */
+void output_storm_record(void *o, const struct storm_event *ev);
 
 struct run_info {
 	const char *source;          /* file or interface */

@@ -102,8 +102,9 @@ static void tx_end(void *user, const struct smtp_session *s, const struct smtp_t
 	if (pl->cfg.tx_records) {
 		const struct match_hits *h = NULL;
 
-		if (pl->verdict && m)
-			h = verdict_message(pl->verdict, m, tx);
+		if (pl->verdict)
+			h = verdict_tx(pl->verdict, m, tx, flow_client_addr(a->flow),
+				       a->flow->ipver, pl->now);
 		output_tx_record(pl->out, a->flow, s, tx, m, pl->verdict, h);
 	}
 	a->msg = NULL;
@@ -328,6 +329,8 @@ void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, ui
 void pipeline_housekeeping(struct pipeline *pl)
 {
 	flow_expire(pl->flows, pl->now, pl->cfg.expire_work);
+	if (pl->verdict)
+		verdict_advance(pl->verdict, pl->now);
 }
 
 void pipeline_finish(struct pipeline *pl)

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,8 +15,10 @@
 #include "message.h"
 #include "rules.h"
 #include "smtp.h"
+#include "storm.h"
 
 #define VERDICT_MAX_PARAS 4096
+#define VERDICT_MAX_RCPT 1000
 
 struct verdict {
 	struct rule_set *rules;
@@ -28,8 +31,113 @@ struct verdict {
 	uint32_t cap_paras;
 	struct match_text *uris;
 	uint32_t cap_uris;
+	struct storm_tracker *storm;     /* NULL when the rules have no track rule */
+	uint32_t *storm_rule_id;         /* storm rule index -> rule id */
+	uint32_t n_storm;
+	struct storm_hits shits;         /* of the last verdict_tx() */
+	void (*on_event)(void *user, const struct storm_event *ev);
+	void *event_user;
+	const char *rcpt_ptrs[VERDICT_MAX_RCPT];
+	uint8_t rcpt_status[VERDICT_MAX_RCPT];
 	struct verdict_stats stats;
 };
+
+/* The track grammar's words (rules.c) mapped to the tracker's fields. One
+ * vocabulary in two enums is a debt: the parser should use storm_field. */
+static enum storm_field track_field(enum track_item it, bool as_key)
+{
+	switch (it) {
+	case TRACK_ITEM_NONE: return as_key ? STORM_F_NONE : STORM_F_MESSAGE;
+	case TRACK_ITEM_RCPT: return STORM_F_RCPT;
+	case TRACK_ITEM_SENDER: return STORM_F_MAIL_FROM;
+	case TRACK_ITEM_CLIENT_IP: return STORM_F_CLIENT_IP;
+	case TRACK_ITEM_MESSAGE_ID: return STORM_F_MESSAGE_ID;
+	case TRACK_ITEM_HELO: return STORM_F_HELO;
+	case TRACK_ITEM_FINGERPRINT: return STORM_F_BODY_HASH;
+	case TRACK_ITEM_REJECTED_RCPT: return STORM_F_REJECTED_RCPT;
+	case TRACK_ITEM_SENDER_DOMAIN: return STORM_F_MAIL_FROM_DOMAIN;
+	default: return STORM_F_NONE;   /* rcpt_domain, auth_user, global: not tracked yet */
+	}
+}
+
+static void on_storm_event(void *user, const struct storm_event *ev)
+{
+	struct verdict *v = user;
+
+	if (ev->dir == STORM_UP)
+		v->stats.storm_events_up++;
+	else
+		v->stats.storm_events_down++;
+	if (v->on_event)
+		v->on_event(v->event_user, ev);
+}
+
+/* Builds the storm tracker from the set's track rules. Returns 0, or -1
+ * with the reason (naming the rule's file:line) in err. */
+static int storm_setup(struct verdict *v, char *err, size_t errlen)
+{
+	struct rule_set *rs = v->rules;
+	struct storm_rule *sr;
+	struct storm_config cfg;
+
+	if (!rs->ntracks)
+		return 0;
+	sr = mem_calloc(MEM_STORM, rs->ntracks, sizeof(*sr));
+	v->storm_rule_id = mem_calloc(MEM_STORM, rs->ntracks, sizeof(*v->storm_rule_id));
+	if (!sr || !v->storm_rule_id) {
+		mem_free(MEM_STORM, sr);
+		snprintf(err, errlen, "out of memory setting up the storm tracker");
+		return -1;
+	}
+	for (uint32_t i = 0; i < rs->ntracks; i++) {
+		const struct track_def *td = &rs->tracks[i];
+		const struct rule *r = &rs->rules[td->rule];
+		struct storm_rule *o = &sr[v->n_storm];
+		char why[256];
+
+		o->name = r->name;
+		o->kind = td->measure == TRACK_COUNT ? STORM_COUNT :
+			  td->measure == TRACK_DISTINCT ? STORM_DISTINCT : STORM_RATIO;
+		o->what = track_field(td->item, false);
+		o->per = track_field(td->key, true);
+		o->window_ns = td->window_ms * 1000000ull;
+		o->threshold = td->threshold;
+		o->min = td->min_events;
+		o->score = r->score;
+		if (td->cmp != RULE_CMP_GT) {
+			snprintf(err, errlen, "%s:%u: track %s: only '>' thresholds are measured",
+				 r->file, r->line, r->name);
+			goto fail;
+		}
+		if (o->what == STORM_F_NONE || o->per == STORM_F_NONE) {
+			snprintf(err, errlen, "%s:%u: track %s: %s is not tracked yet",
+				 r->file, r->line, r->name,
+				 o->per == STORM_F_NONE ? track_item_name(td->key)
+							: track_item_name(td->item));
+			goto fail;
+		}
+		if (storm_rule_check(o, why, sizeof(why)) != 0) {
+			snprintf(err, errlen, "%s:%u: track %s: %s", r->file, r->line, r->name, why);
+			goto fail;
+		}
+		v->storm_rule_id[v->n_storm++] = td->rule;
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.mem_cap = 512ull << 20;
+	cfg.at_cap = STORM_CAP_EVICT;
+	cfg.on_event = on_storm_event;
+	cfg.user = v;
+	v->storm = storm_new(&cfg, sr, v->n_storm);
+	mem_free(MEM_STORM, sr);
+	if (!v->storm) {
+		snprintf(err, errlen, "cannot set up the storm tracker");
+		return -1;
+	}
+	return 0;
+fail:
+	mem_free(MEM_STORM, sr);
+	return -1;
+}
 
 struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
 			    char *err, size_t errlen)
@@ -75,6 +183,8 @@ struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
 	v->hits = match_hits_new(v->ms);
 	if (!v->scratch || !v->hits)
 		goto fail_oom;
+	if (storm_setup(v, err, errlen) != 0)
+		goto fail;
 	return v;
 
 fail_rules:
@@ -100,6 +210,8 @@ void verdict_free(struct verdict *v)
 {
 	if (!v)
 		return;
+	storm_free(v->storm);
+	mem_free(MEM_STORM, v->storm_rule_id);
 	if (v->hits)
 		match_hits_free(v->hits);
 	if (v->scratch)
@@ -161,8 +273,8 @@ static uint32_t split_paragraphs(struct verdict *v, const char *p, size_t len)
 	return n;
 }
 
-const struct match_hits *verdict_message(struct verdict *v, const struct message *m,
-					 const struct smtp_tx *tx)
+/* Fills the hit vector with the content rules m meets (no scoring). */
+static void scan_content(struct verdict *v, const struct message *m, const struct smtp_tx *tx)
 {
 	struct match_msg mm;
 	struct match_text raw;
@@ -170,8 +282,6 @@ const struct match_hits *verdict_message(struct verdict *v, const struct message
 	size_t blen = 0, rlen = 0;
 	const uint8_t *body, *rawbody;
 
-	if (!m)
-		return NULL;
 	memset(&mm, 0, sizeof(mm));
 	nh = message_header_count(m);
 	if (grow((void **)&v->hdrs, &v->cap_hdrs, nh ? nh : 1, sizeof(*v->hdrs))) {
@@ -189,7 +299,6 @@ const struct match_hits *verdict_message(struct verdict *v, const struct message
 		mm.nheaders = nh;
 	}
 	body = message_view(m, MESSAGE_VIEW_BODY, &blen);
-	mm.body = v->paras;
 	mm.nbody = body ? split_paragraphs(v, (const char *)body, blen) : 0;
 	mm.body = v->paras;
 	mm.body_starts_with_subject = true;
@@ -214,11 +323,14 @@ const struct match_hits *verdict_message(struct verdict *v, const struct message
 		mm.envelope_from_len = strlen(tx->mail_from);
 	}
 	v->stats.full_skipped++;
-	match_hits_reset(v->hits);
 	if (match_scan_msg(v->ms, v->scratch, &mm, v->hits) < 0)
 		v->stats.scan_errors++;
-	match_score(v->ms, v->hits);
 	v->stats.messages++;
+}
+
+static const struct match_hits *score(struct verdict *v)
+{
+	match_score(v->ms, v->hits);
 	if (v->hits->action) {
 		if (strcmp(v->hits->action, "pass") == 0)
 			v->stats.actions[0]++;
@@ -230,6 +342,132 @@ const struct match_hits *verdict_message(struct verdict *v, const struct message
 			v->stats.actions[3]++;
 	}
 	return v->hits;
+}
+
+const struct match_hits *verdict_message(struct verdict *v, const struct message *m,
+					 const struct smtp_tx *tx)
+{
+	if (!m)
+		return NULL;
+	match_hits_reset(v->hits);
+	v->shits.n = 0;
+	scan_content(v, m, tx);
+	return score(v);
+}
+
+/* How the server answered a recipient, in the tracker's terms. */
+static uint8_t rcpt_status(const struct smtp_rcpt *r)
+{
+	const char *t = r->reply_text ? r->reply_text : "";
+
+	if (!r->reply_code)
+		return STORM_RCPT_NO_REPLY;
+	if (r->reply_code / 100 == 2)
+		return STORM_RCPT_ACCEPTED;
+	if (r->reply_code == 452 || r->reply_code == 552 || strncmp(t, "4.2.2", 5) == 0 ||
+	    strncmp(t, "5.2.2", 5) == 0)
+		return STORM_RCPT_OVERQUOTA;
+	if (r->reply_code == 550 || r->reply_code == 551 || r->reply_code == 553 ||
+	    strncmp(t, "5.1.", 4) == 0)
+		return STORM_RCPT_REJECTED_UNKNOWN;
+	return STORM_RCPT_OTHER;
+}
+
+/* A 64-bit fingerprint of the decoded body (0: no body). FNV-1a over the
+ * kept body view: two copies of a message hash alike whatever their headers. */
+static uint64_t body_hash(const struct message *m)
+{
+	size_t len = 0;
+	const uint8_t *p = m ? message_view(m, MESSAGE_VIEW_RAWBODY, &len) : NULL;
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	if (!p || !len)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ull;
+	}
+	return h ? h : 1;
+}
+
+static bool is_auto(const struct message *m)
+{
+	const char *as = m ? message_field(m, MESSAGE_FIELD_AUTO_SUBMITTED) : NULL;
+	const char *pr = m ? message_field(m, MESSAGE_FIELD_PRECEDENCE) : NULL;
+
+	if (as && strncasecmp(as, "no", 2) != 0)
+		return true;
+	return pr && (strncasecmp(pr, "bulk", 4) == 0 || strncasecmp(pr, "junk", 4) == 0 ||
+		      strncasecmp(pr, "list", 4) == 0 || strncasecmp(pr, "auto_reply", 10) == 0);
+}
+
+const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
+				    const struct smtp_tx *tx, const uint8_t client[16],
+				    uint8_t ipver, uint64_t now)
+{
+	match_hits_reset(v->hits);
+	v->shits.n = 0;
+	if (m)
+		scan_content(v, m, tx);
+	if (v->storm && tx) {
+		struct storm_tx_summary sum;
+		uint32_t n = tx->nrcpt < VERDICT_MAX_RCPT ? tx->nrcpt : VERDICT_MAX_RCPT;
+
+		memset(&sum, 0, sizeof(sum));
+		sum.ts_ns = now;
+		if (ipver == 4) {
+			memcpy(sum.client_ip, client + 12, 4);
+			sum.client_ip_version = 4;
+		} else if (ipver == 6) {
+			memcpy(sum.client_ip, client, 16);
+			sum.client_ip_version = 6;
+		}
+		sum.helo = tx->helo;
+		sum.mail_from = tx->mail_from;
+		for (uint32_t i = 0; i < n; i++) {
+			v->rcpt_ptrs[i] = tx->rcpts[i].addr;
+			v->rcpt_status[i] = rcpt_status(&tx->rcpts[i]);
+		}
+		sum.rcpts = v->rcpt_ptrs;
+		sum.rcpt_status = v->rcpt_status;
+		sum.n_rcpt = n;
+		sum.message_id = m ? message_field(m, MESSAGE_FIELD_MESSAGE_ID) : NULL;
+		sum.body_hash = body_hash(m);
+		sum.received_count = m ? (int)message_received_count(m) : 0;
+		sum.auto_submitted = is_auto(m);
+		storm_observe(v->storm, &sum, &v->shits);
+		for (unsigned i = 0; i < v->shits.n; i++)
+			match_hits_add(v->hits, v->storm_rule_id[v->shits.hit[i].rule], 1);
+		if (v->shits.n)
+			v->stats.behaviour_hits++;
+	}
+	return score(v);
+}
+
+bool verdict_behaviour(const struct verdict *v, uint32_t id, double *value,
+		       uint64_t *window_ns)
+{
+	for (unsigned i = 0; i < v->shits.n; i++)
+		if (v->storm_rule_id[v->shits.hit[i].rule] == id) {
+			*value = v->shits.hit[i].value;
+			*window_ns = v->shits.hit[i].window_ns;
+			return true;
+		}
+	return false;
+}
+
+void verdict_advance(struct verdict *v, uint64_t now)
+{
+	if (v->storm)
+		storm_advance(v->storm, now, 256);
+}
+
+void verdict_set_event_sink(struct verdict *v,
+			    void (*on_event)(void *user, const struct storm_event *ev),
+			    void *user)
+{
+	v->on_event = on_event;
+	v->event_user = user;
 }
 
 const char *verdict_rule_name(const struct verdict *v, uint32_t id)

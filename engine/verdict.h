@@ -1,7 +1,11 @@
-/* verdict: a transaction's message against the rules: hits, score, action.
+/* verdict: a transaction against the rules: hits, score, action.
  *
  * Owns the loaded rule set and its compiled match set (shared, read-only once
- * built) and this worker's scratch and hit vector. verdict_message() turns
+ * built), this worker's scratch and hit vector, and the storm tracker that
+ * measures the rule files' `track` rules (behaviour over sliding windows):
+ * every transaction, with or without content, is summarised into it, and
+ * the behaviour rules it meets count as hits beside the content rules (metas
+ * can combine both). verdict_message() turns
  * the message stage's results into SpamAssassin's views (header list, body
  * paragraphs with the Subject first, rawbody, URIs, the envelope sender) and
  * scans them; the full raw message is not kept by the message stage, so
@@ -17,6 +21,7 @@
 struct match_hits;
 struct message;
 struct smtp_tx;
+struct storm_event;
 struct verdict;
 
 struct verdict_stats {
@@ -24,6 +29,8 @@ struct verdict_stats {
 	uint64_t scan_errors;        /* a scan that failed (Hyperscan or PCRE2 error) */
 	uint64_t full_skipped;       /* messages whose full rules could not run */
 	uint64_t actions[4];         /* pass, tag, block, other */
+	uint64_t behaviour_hits;     /* transactions with at least one track rule hit */
+	uint64_t storm_events_up, storm_events_down;
 };
 
 /* Loads the rule files of dirs (each a directory of *.cf, read in name
@@ -33,12 +40,35 @@ struct verdict_stats {
  * result and frees it with verdict_free(). */
 struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
 			    char *err, size_t errlen);
+
+/* Where storm events (a key crossing a track rule's threshold, up or down)
+ * go; ev is borrowed for the call. Without a sink they are only counted. */
+void verdict_set_event_sink(struct verdict *v,
+			    void (*on_event)(void *user, const struct storm_event *ev),
+			    void *user);
 void verdict_free(struct verdict *v);
 
 /* Scans m (ended) of transaction tx. Returns the hits with score and action
- * set, owned by v and valid until the next call; NULL when m is NULL. */
+ * set, owned by v and valid until the next call; NULL when m is NULL. Used
+ * for messages read from files: no behaviour rules. */
 const struct match_hits *verdict_message(struct verdict *v, const struct message *m,
 					 const struct smtp_tx *tx);
+
+/* A transaction seen on the wire: m (NULL when no content passed) scanned
+ * as above, and the transaction (client, envelope, each recipient's reply,
+ * fingerprints) observed by the storm tracker at engine time now. Returns
+ * the hits of both kinds, scored; owned by v until the next call. */
+const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
+				    const struct smtp_tx *tx, const uint8_t client[16],
+				    uint8_t ipver, uint64_t now);
+
+/* For a behaviour rule of the last verdict_tx(): the measured value and the
+ * window. Returns false for content rules. */
+bool verdict_behaviour(const struct verdict *v, uint32_t id, double *value,
+		       uint64_t *window_ns);
+
+/* Bounded window housekeeping on the engine clock; call once per burst. */
+void verdict_advance(struct verdict *v, uint64_t now);
 
 /* Name, score and describe text of rule id (for records and reports). */
 const char *verdict_rule_name(const struct verdict *v, uint32_t id);
