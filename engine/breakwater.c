@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,11 +36,14 @@
 #define LINEAR_MAX 65536 + 512
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stop_requested = 1;
+	if (sig == SIGHUP)
+		reload_requested = 1;
+	else
+		stop_requested = 1;
 }
 
 static void usage(FILE *f)
@@ -74,6 +78,8 @@ static void usage(FILE *f)
 "  --rules DIR            rule directory (*.cf in name order) or file; may be repeated\n"
 "                         [the rules/ shipped with breakwater]\n"
 "  --no-rules             do not score (records carry no score, action, hits)\n"
+"                         SIGHUP reloads the rules without stopping traffic; a rule\n"
+"                         file with an error is refused and the running rules stay\n"
 "tuning (defaults in brackets):\n"
 "  --smtp-ports LIST      ports whose TCP flows are followed [25,587,2525]\n"
 "  --tls-ports LIST       implicit-TLS ports, counted only [465]\n"
@@ -328,6 +334,68 @@ static int cmd_score(int argc, char **argv)
 	return rc;
 }
 
+/* A rule reload compiles on its own thread, off the packet path; the
+ * worker swaps the new rules in between two bursts and frees the old ones
+ * (one worker: it is the only user, so no grace period is needed). A reload
+ * with any rule error is refused and the running rules stay. */
+struct reload {
+	pthread_t thread;
+	bool running;
+	int done;                    /* set by the thread (atomic) */
+	const char **dirs;
+	int ndirs;
+	struct verdict *result;
+	char err[512];
+};
+
+static void *reload_main(void *arg)
+{
+	struct reload *r = arg;
+
+	r->result = load_rules(r->dirs, r->ndirs, r->err, sizeof(r->err));
+	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void reload_start(struct reload *r)
+{
+	r->done = 0;
+	r->result = NULL;
+	r->err[0] = '\0';
+	if (pthread_create(&r->thread, NULL, reload_main, r) != 0) {
+		fprintf(stderr, "breakwater: reload: cannot start a thread; the running rules stay\n");
+		return;
+	}
+	r->running = true;
+	fprintf(stderr, "breakwater: SIGHUP: reloading the rules\n");
+}
+
+/* Swaps in a finished reload's rules. Returns the verdict in force. */
+static struct verdict *reload_finish(struct reload *r, struct pipeline *pl,
+				     struct verdict *cur, struct output *out)
+{
+	struct verdict *nv;
+
+	if (!r->running || !__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
+		return cur;
+	pthread_join(r->thread, NULL);
+	r->running = false;
+	nv = r->result;
+	if (!nv) {
+		fprintf(stderr, "breakwater: reload refused, the running rules stay: %s\n",
+			r->err[0] ? r->err : "no rules found");
+		return cur;
+	}
+	if (cur && verdict_adopt_storm(nv, cur))
+		fprintf(stderr, "breakwater: rules reloaded (track rules unchanged: windows kept)\n");
+	else
+		fprintf(stderr, "breakwater: rules reloaded (track rules changed: windows start anew)\n");
+	verdict_set_event_sink(nv, output_storm_record, out);
+	pl->verdict = nv;
+	verdict_free(cur);
+	return nv;
+}
+
 enum {
 	OPT_PCAP = 256, OPT_IFACE, OPT_EAL, OPT_PORT, OPT_FLOWS, OPT_NO_FLOWS, OPT_DUMP,
 	OPT_SMTP_PORTS, OPT_TLS_PORTS, OPT_MAX_FLOWS, OPT_FLOW_TIMEOUT, OPT_STREAM_MEMCAP,
@@ -373,6 +441,7 @@ int main(int argc, char **argv)
 	int c, quiet = 0, nsrc = 0, flows_opt = -1, nrule_dirs = 0, no_rules = 0;
 	const char *rule_dirs[MAX_RULE_DIRS];
 	struct verdict *verdict = NULL;
+	struct reload reload = { .running = false };
 	double t_start = mono_s(), t_loop, t_last_progress = 0;
 	uint64_t file_bytes = 0;
 	bool progress, live;
@@ -489,6 +558,10 @@ int main(int argc, char **argv)
 		verdict_set_event_sink(verdict, output_storm_record, &out);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	if (verdict)
+		signal(SIGHUP, on_signal);
+	reload.dirs = rule_dirs;
+	reload.ndirs = nrule_dirs;
 	live = ccfg.source != CAPTURE_PCAP;
 	progress = !quiet && isatty(STDERR_FILENO);
 
@@ -496,6 +569,13 @@ int main(int argc, char **argv)
 	while (!stop_requested) {
 		struct rte_mbuf *m[BURST];
 		uint16_t n = capture_rx(&cap, m, BURST);
+
+		if (reload_requested && !reload.running) {
+			reload_requested = 0;
+			reload_start(&reload);
+		}
+		if (reload.running)
+			verdict = reload_finish(&reload, pl, verdict, &out);
 
 		for (uint16_t i = 0; i < n; i++) {
 			const uint8_t *data = rte_pktmbuf_mtod(m[i], const uint8_t *);
@@ -541,6 +621,12 @@ int main(int argc, char **argv)
 	}
 	if (progress && t_last_progress > 0)
 		fprintf(stderr, "\r%60s\r", "");
+	if (reload.running) {
+		/* let a reload in flight finish, so its thread and memory end cleanly */
+		pthread_join(reload.thread, NULL);
+		reload.running = false;
+		verdict_free(reload.result);
+	}
 	pipeline_finish(pl);
 	memset(&ri, 0, sizeof(ri));
 	ri.engine_s = mono_s() - t_loop;

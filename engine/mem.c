@@ -26,6 +26,30 @@ static const char *const tag_names[MEM_TAG_MAX] = {
 	[MEM_OUTPUT] = "output",
 };
 
+/* Counters are updated with relaxed atomics: the packet worker allocates
+ * while a rule reload compiles on another thread. A locked add costs a few
+ * cycles per allocation; the hot paths allocate rarely (pools, reuse). */
+static inline void stat_add(uint64_t *c, uint64_t n)
+{
+	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
+}
+
+static inline void stat_sub(uint64_t *c, uint64_t n)
+{
+	__atomic_fetch_sub(c, n, __ATOMIC_RELAXED);
+}
+
+static inline void stat_peak(enum mem_tag tag)
+{
+	uint64_t now = __atomic_load_n(&mem_stats.in_use[tag], __ATOMIC_RELAXED);
+	uint64_t peak = __atomic_load_n(&mem_stats.peak[tag], __ATOMIC_RELAXED);
+
+	while (now > peak &&
+	       !__atomic_compare_exchange_n(&mem_stats.peak[tag], &peak, now, true,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
 /* The size the allocator really reserved for p. Binaries link jemalloc as
  * malloc(), so malloc_usable_size() answers for it as well as for libc. */
 static inline size_t usable(void *p)
@@ -37,10 +61,9 @@ static inline void account_add(enum mem_tag tag, void *p)
 {
 	uint64_t n = usable(p);
 
-	mem_stats.in_use[tag] += n;
-	mem_stats.allocs[tag]++;
-	if (mem_stats.in_use[tag] > mem_stats.peak[tag])
-		mem_stats.peak[tag] = mem_stats.in_use[tag];
+	stat_add(&mem_stats.in_use[tag], n);
+	stat_add(&mem_stats.allocs[tag], 1);
+	stat_peak(tag);
 }
 
 void *mem_alloc(enum mem_tag tag, size_t size)
@@ -48,7 +71,7 @@ void *mem_alloc(enum mem_tag tag, size_t size)
 	void *p = malloc(size ? size : 1);
 
 	if (!p) {
-		mem_stats.alloc_fail[tag]++;
+		stat_add(&mem_stats.alloc_fail[tag], 1);
 		return NULL;
 	}
 	account_add(tag, p);
@@ -60,7 +83,7 @@ void *mem_calloc(enum mem_tag tag, size_t n, size_t size)
 	void *p = calloc(n ? n : 1, size ? size : 1);
 
 	if (!p) {
-		mem_stats.alloc_fail[tag]++;
+		stat_add(&mem_stats.alloc_fail[tag], 1);
 		return NULL;
 	}
 	account_add(tag, p);
@@ -73,15 +96,14 @@ void *mem_realloc(enum mem_tag tag, void *p, size_t size)
 	void *q = realloc(p, size ? size : 1);
 
 	if (!q) {
-		mem_stats.alloc_fail[tag]++;
+		stat_add(&mem_stats.alloc_fail[tag], 1);
 		return NULL;
 	}
-	mem_stats.in_use[tag] -= old;
+	stat_sub(&mem_stats.in_use[tag], old);
 	if (!p)
-		mem_stats.allocs[tag]++;
-	mem_stats.in_use[tag] += usable(q);
-	if (mem_stats.in_use[tag] > mem_stats.peak[tag])
-		mem_stats.peak[tag] = mem_stats.in_use[tag];
+		stat_add(&mem_stats.allocs[tag], 1);
+	stat_add(&mem_stats.in_use[tag], usable(q));
+	stat_peak(tag);
 	return q;
 }
 
@@ -89,7 +111,7 @@ void mem_free(enum mem_tag tag, void *p)
 {
 	if (!p)
 		return;
-	mem_stats.in_use[tag] -= usable(p);
+	stat_sub(&mem_stats.in_use[tag], usable(p));
 	free(p);
 }
 

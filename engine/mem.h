@@ -4,8 +4,8 @@
  * tag naming the stage that owns it, so the summary and the caps can say who
  * holds what. Under jemalloc (the default allocator) the accounted size is the
  * usable size jemalloc really reserved; under sanitizers it is the libc
- * allocator's usable size. Counters are per process, updated without atomics:
- * one worker owns them (a later multi-worker build keeps one set per lcore).
+ * allocator's usable size. Counters are per process, updated with relaxed
+ * atomics (a rule reload compiles on its own thread while the worker runs).
  *
  * mem_alloc() returns NULL on failure and counts it in mem_stats.alloc_fail
  * for the tag; callers count their own "refused at the cap" separately, as

@@ -32,6 +32,8 @@ struct verdict {
 	struct match_text *uris;
 	uint32_t cap_uris;
 	struct storm_tracker *storm;     /* NULL when the rules have no track rule */
+	struct storm_sink *sink;         /* the tracker's callback target, moves with it */
+	struct storm_rule *srules;       /* as given to storm_new (names borrowed from rules) */
 	uint32_t *storm_rule_id;         /* storm rule index -> rule id */
 	uint32_t n_storm;
 	struct storm_hits shits;         /* of the last verdict_tx() */
@@ -60,9 +62,15 @@ static enum storm_field track_field(enum track_item it, bool as_key)
 	}
 }
 
+/* The tracker calls back through this, not the verdict itself, so that a
+ * reload can hand the tracker (and its windows) to the new verdict. */
+struct storm_sink {
+	struct verdict *v;
+};
+
 static void on_storm_event(void *user, const struct storm_event *ev)
 {
-	struct verdict *v = user;
+	struct verdict *v = ((struct storm_sink *)user)->v;
 
 	if (ev->dir == STORM_UP)
 		v->stats.storm_events_up++;
@@ -122,13 +130,19 @@ static int storm_setup(struct verdict *v, char *err, size_t errlen)
 		}
 		v->storm_rule_id[v->n_storm++] = td->rule;
 	}
+	v->sink = mem_calloc(MEM_STORM, 1, sizeof(*v->sink));
+	if (!v->sink) {
+		snprintf(err, errlen, "out of memory setting up the storm tracker");
+		goto fail;
+	}
+	v->sink->v = v;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.mem_cap = 512ull << 20;
 	cfg.at_cap = STORM_CAP_EVICT;
 	cfg.on_event = on_storm_event;
-	cfg.user = v;
+	cfg.user = v->sink;
+	v->srules = sr;
 	v->storm = storm_new(&cfg, sr, v->n_storm);
-	mem_free(MEM_STORM, sr);
 	if (!v->storm) {
 		snprintf(err, errlen, "cannot set up the storm tracker");
 		return -1;
@@ -211,6 +225,8 @@ void verdict_free(struct verdict *v)
 	if (!v)
 		return;
 	storm_free(v->storm);
+	mem_free(MEM_STORM, v->sink);
+	mem_free(MEM_STORM, v->srules);
 	mem_free(MEM_STORM, v->storm_rule_id);
 	if (v->hits)
 		match_hits_free(v->hits);
@@ -250,8 +266,19 @@ static uint32_t split_paragraphs(struct verdict *v, const char *p, size_t len)
 	size_t start = 0;
 
 	while (start < len && n < VERDICT_MAX_PARAS) {
-		const char *b = memmem(p + start, len - start, "\n\n", 2);
-		size_t end = b ? (size_t)(b - p) : len;
+		/* the first "\n\n" at or after start: memchr for '\n', then a
+		 * look at the byte after it (cheaper than memmem's byte loop) */
+		const char *b = NULL, *q = p + start, *e = p + len;
+		size_t end;
+
+		while (q < e && (q = memchr(q, '\n', (size_t)(e - q))) != NULL && q + 1 < e) {
+			if (q[1] == '\n') {
+				b = q;
+				break;
+			}
+			q += 2;
+		}
+		end = b ? (size_t)(b - p) : len;
 
 		if (end > start) {
 			if (!grow((void **)&v->paras, &v->cap_paras, n + 1, sizeof(*v->paras)))
@@ -460,6 +487,37 @@ void verdict_advance(struct verdict *v, uint64_t now)
 {
 	if (v->storm)
 		storm_advance(v->storm, now, 256);
+}
+
+static bool same_track(const struct storm_rule *a, const struct storm_rule *b)
+{
+	return strcmp(a->name, b->name) == 0 && a->kind == b->kind && a->what == b->what &&
+	       a->denom == b->denom && a->per == b->per && a->window_ns == b->window_ns &&
+	       a->buckets == b->buckets && a->threshold == b->threshold && a->min == b->min;
+}
+
+bool verdict_adopt_storm(struct verdict *nv, struct verdict *old)
+{
+	struct storm_tracker *t;
+	struct storm_sink *k;
+
+	if (!old->storm || !nv->storm || nv->n_storm != old->n_storm)
+		return false;
+	for (uint32_t i = 0; i < nv->n_storm; i++)
+		if (!same_track(&nv->srules[i], &old->srules[i]))
+			return false;
+	/* swap trackers: the new set's fresh one goes away with the old set */
+	t = nv->storm;
+	nv->storm = old->storm;
+	old->storm = t;
+	k = nv->sink;
+	nv->sink = old->sink;
+	old->sink = k;
+	nv->sink->v = nv;
+	old->sink->v = old;
+	nv->stats.storm_events_up = old->stats.storm_events_up;
+	nv->stats.storm_events_down = old->stats.storm_events_down;
+	return true;
 }
 
 void verdict_set_event_sink(struct verdict *v,

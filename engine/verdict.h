@@ -67,6 +67,12 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 bool verdict_behaviour(const struct verdict *v, uint32_t id, double *value,
 		       uint64_t *window_ns);
 
+/* Reload support: hands old's storm tracker, with every window, to nv when
+ * both define the same track rules (names and parameters, in order), so a
+ * reload that changes only content rules or scores loses no window state.
+ * Returns false (nv keeps its fresh tracker) otherwise. */
+bool verdict_adopt_storm(struct verdict *nv, struct verdict *old);
+
 /* Bounded window housekeeping on the engine clock; call once per burst. */
 void verdict_advance(struct verdict *v, uint64_t now);
 
