@@ -6,15 +6,20 @@
 #include "match.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <hs/hs.h>
+#include <openssl/evp.h>
 #include <pcre2.h>
 
 #include "mem.h"
@@ -72,6 +77,9 @@ struct match_db {
 	double compile_s;
 	char hs_error[160];
 	int hs_error_expr;      /* -1: whole-database failure */
+	/* on-disk cache: set by the compile worker, summed by the builder */
+	uint8_t cache_key[32];
+	uint8_t cache_res;      /* enum cache_res bits */
 };
 
 struct match_set {
@@ -314,24 +322,516 @@ static uint32_t pcre_count(pcre2_code *re, pcre2_match_data *md, pcre2_match_con
 	return n;
 }
 
+/* ------------------------------------------------------------------ */
+/* on-disk cache of compiled Hyperscan databases                        */
+
+/* Layout. One file per class database, named by the database's key:
+ * <dir>/<64 hex digits>.hsdb. One file per database rather than one per
+ * match set, because the key of a database covers only its own entries: an
+ * operator who edits one rule recompiles that rule's chunk (a fraction of a
+ * second) instead of the whole set (~10 s with the stock rules), and rule
+ * sets that share databases (rules/ alone, rules/ plus the stock rules)
+ * share files. The price is ~120 small files for the stock rules, which
+ * read in milliseconds.
+ *
+ * key = SHA-256 over a domain string and MATCH_CACHE_VERSION, hs_version(),
+ * the platform (hs_populate_platform's tune, cpu_features and reserved
+ * words, pointer size, byte order), the mode (HS_MODE_BLOCK) and the entry
+ * count, then per entry in database order (entry index = Hyperscan id): the
+ * index, the kind before compiling, the Hyperscan flags, whether PCRE2 took
+ * the regex (it decides compile_db's demotions) and the pattern's length and
+ * bytes. Rule names, scores and global rule ids are not in it: renaming or
+ * rescoring a rule still hits.
+ *
+ * file = struct cache_hdr, then one state byte per entry (the kind after
+ * compile_db's demotions, plus CACHE_STATE_DEAD), then the bytes of
+ * hs_serialize_database. The header's digest is a SHA-256 of everything
+ * after the header, so a torn, truncated or bit-flipped file is detected;
+ * that is why files are written without fsync: a temp file in the same
+ * directory, then rename(2). Reading trusts no length from the file: the
+ * header's counts must add up to the file's size, which is capped at
+ * MATCH_CACHE_MAX_FILE. Any failed check is a miss (counted, compiled,
+ * rewritten), never an error of the build.
+ *
+ * Growth. Files are written only for keys not present, i.e. when a
+ * database's rules, Hyperscan or the CPU changed. A hit refreshes the file's
+ * mtime (at most once a day). After a build that wrote files, one pass over
+ * the directory (at most MATCH_CACHE_PRUNE_VISIT entries) removes .hsdb
+ * files unused for MATCH_CACHE_MAX_AGE_DAYS and temp files older than a
+ * day. The cache therefore holds the databases of the rule sets used in the
+ * last 30 days: ~14 MiB per version of the stock rules. Operators may empty
+ * the directory at any time; the next start recompiles. */
+#define MATCH_CACHE_VERSION     1u
+#define MATCH_CACHE_KEY_LEN     32u                 /* SHA-256 */
+#define MATCH_CACHE_MAX_FILE    (1ull << 30)        /* larger: not ours */
+#define MATCH_CACHE_MAX_AGE_DAYS 30
+#define MATCH_CACHE_TMP_MAX_AGE (24 * 3600)         /* seconds */
+#define MATCH_CACHE_PRUNE_VISIT 16384u              /* entries per pass */
+#define MATCH_CACHE_SUFFIX      ".hsdb"
+#define CACHE_STATE_DEAD        0x80u
+
+static const char cache_magic[8] = { 'B', 'W', 'H', 'S', 'D', 'B', '\r', '\n' };
+
+struct cache_hdr {
+	char magic[8];
+	uint32_t version;               /* MATCH_CACHE_VERSION */
+	uint32_t hdr_len;               /* sizeof(struct cache_hdr) */
+	uint8_t key[MATCH_CACHE_KEY_LEN];
+	uint8_t digest[MATCH_CACHE_KEY_LEN];    /* SHA-256 of the rest */
+	uint32_t nentries;              /* state bytes that follow */
+	uint32_t reserved;
+	uint64_t db_len;                /* serialized database bytes */
+};
+_Static_assert(sizeof(struct cache_hdr) == 96, "cache header has no padding");
+
+/* What happened to one database (bits of match_db.cache_res). */
+enum cache_res {
+	CACHE_RES_HIT = 1,
+	CACHE_RES_MISS = 2,
+	CACHE_RES_INVALID = 4,
+	CACHE_RES_WRITTEN = 8,
+	CACHE_RES_ERROR = 16,
+};
+
+/* Shared read-only by the compile workers. */
+struct cache_ctx {
+	bool on;                        /* look up */
+	bool writable;                  /* and store */
+	char dir[PATH_MAX - 128];       /* room for "/." key ".XXXXXX" */
+	hs_platform_info_t plat;
+};
+
+static bool digest_put(EVP_MD_CTX *c, const void *p, size_t n)
+{
+	return EVP_DigestUpdate(c, p, n) == 1;
+}
+
+static bool digest_u64(EVP_MD_CTX *c, uint64_t v)
+{
+	return digest_put(c, &v, sizeof(v));
+}
+
+/* SHA-256 of the two pieces a and b into out. Returns 0 or -EIO. */
+static int sha256_2(const void *a, size_t alen, const void *b, size_t blen,
+		    uint8_t out[MATCH_CACHE_KEY_LEN])
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	unsigned olen = 0;
+	bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 && digest_put(c, a, alen) &&
+		  digest_put(c, b, blen) && EVP_DigestFinal_ex(c, out, &olen) == 1 &&
+		  olen == MATCH_CACHE_KEY_LEN;
+
+	EVP_MD_CTX_free(c);
+	return ok ? 0 : -EIO;
+}
+
+/* The key of d as it stands before compile_db (see the layout above).
+ * Returns 0 or -EIO (the database is then compiled uncached). */
+static int cache_key(const struct cache_ctx *cc, struct match_db *d)
+{
+	static const char domain[] = "breakwater hyperscan database";
+	const char *ver = hs_version();
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	unsigned olen = 0;
+	bool ok;
+
+	ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+	     digest_put(c, domain, sizeof(domain)) && digest_u64(c, MATCH_CACHE_VERSION) &&
+	     digest_u64(c, strlen(ver)) && digest_put(c, ver, strlen(ver)) &&
+	     digest_u64(c, cc->plat.tune) && digest_u64(c, cc->plat.cpu_features) &&
+	     digest_u64(c, cc->plat.reserved1) && digest_u64(c, cc->plat.reserved2) &&
+	     digest_u64(c, sizeof(void *)) && digest_u64(c, 0x0102030405060708ull) &&
+	     digest_u64(c, HS_MODE_BLOCK) && digest_u64(c, d->n);
+	for (uint32_t i = 0; ok && i < d->n; i++) {
+		const struct match_entry *e = &d->e[i];
+		size_t len = e->hs_pattern ? strlen(e->hs_pattern) : 0;
+
+		ok = digest_u64(c, i) && digest_u64(c, e->kind) && digest_u64(c, e->hs_flags) &&
+		     digest_u64(c, e->re != NULL) && digest_u64(c, len) &&
+		     digest_put(c, e->hs_pattern ? e->hs_pattern : "", len);
+	}
+	ok = ok && EVP_DigestFinal_ex(c, d->cache_key, &olen) == 1 && olen == MATCH_CACHE_KEY_LEN;
+	EVP_MD_CTX_free(c);
+	return ok ? 0 : -EIO;
+}
+
+static void key_hex(const uint8_t key[MATCH_CACHE_KEY_LEN], char hex[2 * MATCH_CACHE_KEY_LEN + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (unsigned i = 0; i < MATCH_CACHE_KEY_LEN; i++) {
+		hex[2 * i] = digits[key[i] >> 4];
+		hex[2 * i + 1] = digits[key[i] & 15];
+	}
+	hex[2 * MATCH_CACHE_KEY_LEN] = '\0';
+}
+
+static void cache_path(const struct cache_ctx *cc, const struct match_db *d, char *path, size_t len)
+{
+	char hex[2 * MATCH_CACHE_KEY_LEN + 1];
+
+	key_hex(d->cache_key, hex);
+	snprintf(path, len, "%s/%s" MATCH_CACHE_SUFFIX, cc->dir, hex);
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EINVAL;     /* shrank under us */
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Checks the entry states read from a file against d's entries: only the
+ * demotions compile_db can make (exact -> prefilter -> PCRE only; dead only
+ * where PCRE2 refused the regex), and entries left for Hyperscan exactly
+ * when the file holds a database. Returns true when they are plausible. */
+static bool cache_states_ok(const struct match_db *d, const uint8_t *st, bool has_db)
+{
+	uint32_t hs_left = 0;
+
+	for (uint32_t i = 0; i < d->n; i++) {
+		const struct match_entry *e = &d->e[i];
+		unsigned k = st[i] & ~CACHE_STATE_DEAD;
+		bool dead = st[i] & CACHE_STATE_DEAD;
+
+		if (k < MATCH_KIND_EXACT || k > MATCH_KIND_PCRE || k < (unsigned)e->kind)
+			return false;
+		if (dead && (k != MATCH_KIND_PCRE || e->re))
+			return false;
+		if (k != (unsigned)e->kind && !dead && !e->re)
+			return false;
+		hs_left += k != MATCH_KIND_PCRE && e->hs_pattern;
+	}
+	return (hs_left > 0) == has_db;
+}
+
+/* Loads d's database from its cache file. Returns 0 with d->hs set and the
+ * entries' kinds restored; -ENOENT when there is no file; -EINVAL when the
+ * file is not a valid entry for this key (corrupt, truncated, other format,
+ * other platform); another negative errno on an I/O error. d is untouched
+ * unless 0 is returned. Runs on a compile worker: malloc, not mem.h. */
+static int cache_load(const struct cache_ctx *cc, struct match_db *d)
+{
+	char path[PATH_MAX];
+	struct cache_hdr h;
+	struct stat st;
+	uint8_t digest[MATCH_CACHE_KEY_LEN];
+	uint8_t *body = NULL;
+	size_t body_len;
+	hs_database_t *db = NULL;
+	int fd, rc;
+
+	cache_path(cc, d, path, sizeof(path));
+	/* O_NONBLOCK: a FIFO under our name must not hang the build */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out_close;
+	}
+	rc = -EINVAL;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < sizeof(h) ||
+	    (uint64_t)st.st_size > MATCH_CACHE_MAX_FILE)
+		goto out_close;
+	if ((rc = read_all(fd, &h, sizeof(h))) < 0)
+		goto out_close;
+	rc = -EINVAL;
+	body_len = (size_t)st.st_size - sizeof(h);
+	if (memcmp(h.magic, cache_magic, sizeof(cache_magic)) != 0 ||
+	    h.version != MATCH_CACHE_VERSION || h.hdr_len != sizeof(h) ||
+	    memcmp(h.key, d->cache_key, sizeof(h.key)) != 0 || h.nentries != d->n ||
+	    h.nentries > body_len || h.db_len != body_len - h.nentries)
+		goto out_close;
+	body = malloc(body_len + 1);   /* + 1: never malloc(0) */
+	if (!body) {
+		rc = -ENOMEM;
+		goto out_close;
+	}
+	if ((rc = read_all(fd, body, body_len)) < 0)
+		goto out_free;
+	rc = -EINVAL;
+	if (sha256_2(body, body_len, "", 0, digest) < 0 ||
+	    memcmp(digest, h.digest, sizeof(digest)) != 0 || !cache_states_ok(d, body, h.db_len > 0))
+		goto out_free;
+	/* db_len 0: every entry was demoted, there is no Hyperscan database
+	 * (cached too: such a database fails to compile slowly, ~5 s) */
+	if (h.db_len && hs_deserialize_database((const char *)body + h.nentries, (size_t)h.db_len,
+						&db) != HS_SUCCESS)
+		goto out_free;
+	for (uint32_t i = 0; i < d->n; i++) {
+		d->e[i].kind = (enum match_kind)(body[i] & ~CACHE_STATE_DEAD);
+		d->e[i].dead = (body[i] & CACHE_STATE_DEAD) != 0;
+	}
+	d->hs = db;
+	/* in use: keep it from pruning (one metadata write a day at most) */
+	if (time(NULL) - st.st_mtime > 24 * 3600)
+		(void)futimens(fd, NULL);
+	rc = 0;
+out_free:
+	free(body);
+out_close:
+	close(fd);
+	return rc;
+}
+
+/* Writes d (compiled; d->hs NULL when every entry was demoted) to its cache
+ * file: temp file, then rename. Returns 0 or a negative errno; the temp
+ * file never outlives a failure. */
+static int cache_store(const struct cache_ctx *cc, const struct match_db *d)
+{
+	char path[PATH_MAX], tmp[PATH_MAX], hex[2 * MATCH_CACHE_KEY_LEN + 1];
+	struct cache_hdr h;
+	char *bytes = NULL;
+	uint8_t *st = NULL;
+	size_t len = 0;
+	int fd, rc;
+
+	if (d->hs && hs_serialize_database(d->hs, &bytes, &len) != HS_SUCCESS)
+		return -ENOMEM;
+	st = malloc(d->n + 1);
+	if (!st) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	for (uint32_t i = 0; i < d->n; i++)
+		st[i] = (uint8_t)(d->e[i].kind | (d->e[i].dead ? CACHE_STATE_DEAD : 0));
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, cache_magic, sizeof(h.magic));
+	h.version = MATCH_CACHE_VERSION;
+	h.hdr_len = sizeof(h);
+	memcpy(h.key, d->cache_key, sizeof(h.key));
+	h.nentries = d->n;
+	h.db_len = len;
+	if ((rc = sha256_2(st, d->n, bytes ? bytes : "", len, h.digest)) < 0)
+		goto out_free;
+	key_hex(d->cache_key, hex);
+	snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", cc->dir, hex);
+	fd = mkstemp(tmp);      /* 0600 */
+	if (fd < 0) {
+		rc = -errno;
+		goto out_free;
+	}
+	rc = write_all(fd, &h, sizeof(h));
+	if (rc == 0)
+		rc = write_all(fd, st, d->n);
+	if (rc == 0 && len)
+		rc = write_all(fd, bytes, len);
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	cache_path(cc, d, path, sizeof(path));
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0)
+		unlink(tmp);
+out_free:
+	free(st);
+	free(bytes);    /* Hyperscan's misc allocator: malloc */
+	return rc;
+}
+
+/* mkdir -p with mode 0700 for every directory it creates. */
+static int mkdir_p(const char *dir)
+{
+	char p[PATH_MAX];
+	size_t len = strlen(dir);
+	struct stat st;
+
+	if (len == 0 || len >= sizeof(p))
+		return -ENAMETOOLONG;
+	memcpy(p, dir, len + 1);
+	for (char *s = p + 1; ; s++) {
+		char c = *s;
+
+		if (c != '/' && c != '\0')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+	if (stat(dir, &st) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* Prepares the cache for one build: creates dir, checks that it can be
+ * written. An unusable directory is one warning on stderr and one error
+ * counted; a directory that cannot be created turns the cache off, one that
+ * can be read but not written is still read. */
+static void cache_open(struct cache_ctx *cc, const char *dir, struct match_counts *counts)
+{
+	int rc;
+
+	memset(cc, 0, sizeof(*cc));
+	if (!dir || !*dir)
+		return;
+	if (strlen(dir) >= sizeof(cc->dir)) {
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	if (hs_populate_platform(&cc->plat) != HS_SUCCESS) {
+		rc = -EIO;
+		goto fail;
+	}
+	snprintf(cc->dir, sizeof(cc->dir), "%s", dir);
+	rc = mkdir_p(cc->dir);
+	if (rc < 0)
+		goto fail;
+	cc->on = true;
+	if (access(cc->dir, W_OK | X_OK) < 0) {
+		rc = -errno;
+		fprintf(stderr, "breakwater: warning: rule cache %s: %s: compiled databases will "
+			"not be saved\n", cc->dir, strerror(-rc));
+		counts->cache_errors++;
+		return;
+	}
+	cc->writable = true;
+	return;
+fail:
+	fprintf(stderr, "breakwater: warning: rule cache %s: %s: compiling without a cache\n",
+		dir, strerror(-rc));
+	counts->cache_errors++;
+}
+
+static bool is_hex_key(const char *p)
+{
+	for (unsigned i = 0; i < 2 * MATCH_CACHE_KEY_LEN; i++)
+		if (!isxdigit((unsigned char)p[i]) || isupper((unsigned char)p[i]))
+			return false;
+	return true;
+}
+
+/* One bounded pass over the cache directory removing stale files (see the
+ * layout above). Returns the number of files removed. */
+static uint64_t cache_prune(const struct cache_ctx *cc)
+{
+	const size_t klen = 2 * MATCH_CACHE_KEY_LEN, slen = strlen(MATCH_CACHE_SUFFIX);
+	DIR *dir = opendir(cc->dir);
+	struct dirent *de;
+	time_t now = time(NULL);
+	uint64_t removed = 0;
+	unsigned visited = 0;
+
+	if (!dir)
+		return 0;
+	while (visited++ < MATCH_CACHE_PRUNE_VISIT && (de = readdir(dir)) != NULL) {
+		const char *n = de->d_name;
+		size_t len = strlen(n);
+		struct stat st;
+		time_t max_age;
+
+		if (len == klen + slen && is_hex_key(n) && strcmp(n + klen, MATCH_CACHE_SUFFIX) == 0)
+			max_age = (time_t)MATCH_CACHE_MAX_AGE_DAYS * 24 * 3600;
+		else if (len == 1 + klen + 7 && n[0] == '.' && is_hex_key(n + 1) && n[1 + klen] == '.')
+			max_age = MATCH_CACHE_TMP_MAX_AGE;      /* a writer that died */
+		else
+			continue;
+		if (fstatat(dirfd(dir), n, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (now - st.st_mtime > max_age && unlinkat(dirfd(dir), n, 0) == 0)
+			removed++;
+	}
+	closedir(dir);
+	return removed;
+}
+
+int match_cache_default_dir(char *buf, size_t len)
+{
+	const char *e;
+	int n;
+
+	if ((e = getenv("BW_CACHE_DIR")) != NULL && *e)
+		n = snprintf(buf, len, "%s", e);
+	else if ((e = getenv("XDG_CACHE_HOME")) != NULL && e[0] == '/')
+		n = snprintf(buf, len, "%s/breakwater", e);
+	else if ((e = getenv("HOME")) != NULL && *e)
+		n = snprintf(buf, len, "%s/.cache/breakwater", e);
+	else
+		n = snprintf(buf, len, "/var/cache/breakwater");
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* compiling                                                            */
+
 struct build_job {
 	struct match_set *ms;
+	const struct cache_ctx *cache;
 	bool verbose;
 	uint32_t next;
 	pthread_mutex_t lock;
 };
 
+static bool db_has_hs_entries(const struct match_db *d)
+{
+	for (uint32_t i = 0; i < d->n; i++)
+		if (d->e[i].kind != MATCH_KIND_PCRE && d->e[i].hs_pattern)
+			return true;
+	return false;
+}
+
 /* Hyperscan-compiles database d: exact and prefilter entries. An entry that
  * makes the multi-pattern compile fail is demoted (exact -> prefilter ->
- * PCRE only) and the compile retried. Runs on a worker thread: touches only
- * d and Hyperscan (no mem.h counters here, they are not thread-safe). */
-static void compile_db(struct match_db *d, bool verbose)
+ * PCRE only) and the compile retried. With cc on, the database is first
+ * looked up in the on-disk cache (a hit restores the demotions too) and a
+ * compiled one is stored there; the outcome goes to d->cache_res. Runs on a
+ * worker thread: touches only d, the cache files and Hyperscan (no mem.h
+ * counters here, they are not thread-safe). */
+static void compile_db(struct match_db *d, const struct cache_ctx *cc, bool verbose)
 {
 	const char **pats = malloc(sizeof(char *) * (d->n + 1));
 	unsigned *flags = malloc(sizeof(unsigned) * (d->n + 1));
 	unsigned *ids = malloc(sizeof(unsigned) * (d->n + 1));
 	double t0 = now_s();
+	bool store = false;
 
+	if (cc && cc->on && db_has_hs_entries(d)) {
+		bool keyed = cache_key(cc, d) == 0;
+		int rc = keyed ? cache_load(cc, d) : -EIO;
+
+		if (rc == 0) {
+			d->cache_res = CACHE_RES_HIT;
+			goto out;
+		}
+		d->cache_res = CACHE_RES_MISS;
+		if (rc == -EINVAL)
+			d->cache_res |= CACHE_RES_INVALID;
+		else if (rc != -ENOENT)
+			d->cache_res |= CACHE_RES_ERROR;
+		store = cc->writable && keyed;
+	}
 	if (!pats || !flags || !ids) {
 		snprintf(d->hs_error, sizeof(d->hs_error), "out of memory");
 		goto out;
@@ -373,14 +873,17 @@ static void compile_db(struct match_db *d, bool verbose)
 		hs_free_compile_error(ce);
 		break;
 	}
+	if (store && !d->hs_error[0])
+		d->cache_res |= cache_store(cc, d) == 0 ? CACHE_RES_WRITTEN : CACHE_RES_ERROR;
 out:
 	d->compile_s = now_s() - t0;
 	if (verbose)
-		fprintf(stderr, "match: %s%s%s: %u entries, %.3f s (first: %s)\n",
+		fprintf(stderr, "match: %s%s%s: %u entries, %.3f s%s (first: %s)\n",
 			d->field ? d->field : "", d->cls == MATCH_CLASS_BODY ? "body" :
 			d->cls == MATCH_CLASS_RAWBODY ? "rawbody" : d->cls == MATCH_CLASS_FULL ? "full" :
 			d->cls == MATCH_CLASS_URI ? "uri" : "", d->prefilter ? " prefilter" : "",
-			d->n, d->compile_s, d->n ? d->e[0].hs_pattern : "");
+			d->n, d->compile_s, d->cache_res & CACHE_RES_HIT ? " (cache hit)" : "",
+			d->n ? d->e[0].hs_pattern : "");
 	free(pats);
 	free(flags);
 	free(ids);
@@ -398,13 +901,14 @@ static void *build_worker(void *arg)
 		pthread_mutex_unlock(&j->lock);
 		if (i >= j->ms->ndbs)
 			return NULL;
-		compile_db(&j->ms->dbs[i], j->verbose);
+		compile_db(&j->ms->dbs[i], j->cache, j->verbose);
 	}
 }
 
-static int compile_all(struct match_set *ms, unsigned nthreads, bool verbose)
+static int compile_all(struct match_set *ms, const struct cache_ctx *cc, unsigned nthreads,
+		       bool verbose)
 {
-	struct build_job j = { .ms = ms, .verbose = verbose, .next = 0 };
+	struct build_job j = { .ms = ms, .cache = cc, .verbose = verbose, .next = 0 };
 	pthread_t th[64];
 	unsigned started = 0;
 
@@ -680,10 +1184,12 @@ struct match_set *match_set_build(struct rule_set *rules, const struct match_bui
 	pcre2_match_data *md = NULL;
 	unsigned nthreads = opts && opts->nthreads ? opts->nthreads : 1;
 	double t0 = now_s();
+	struct cache_ctx cache;
 
 	ms = mem_calloc(MEM_RULES, 1, sizeof(*ms));
 	if (!ms)
 		goto fail_alloc;
+	cache_open(&cache, opts ? opts->cache_dir : NULL, &ms->counts);
 	ms->rules = rules;
 	ms->gctx = pcre2_general_context_create(pcre_alloc_rules, pcre_free_rules, NULL);
 	ms->rule_db = mem_alloc(MEM_RULES, (rules->nrules + 1) * sizeof(uint32_t));
@@ -722,7 +1228,21 @@ struct match_set *match_set_build(struct rule_set *rules, const struct match_bui
 	}
 	pcre2_match_data_free(md);
 	md = NULL;
-	compile_all(ms, nthreads, opts && opts->verbose);
+	ms->counts.prepare_seconds = now_s() - t0;
+	compile_all(ms, &cache, nthreads, opts && opts->verbose);
+	for (uint32_t i = 0; i < ms->ndbs; i++) {
+		struct match_db *d = &ms->dbs[i];
+
+		ms->counts.cache_hits += (d->cache_res & CACHE_RES_HIT) != 0;
+		ms->counts.cache_misses += (d->cache_res & CACHE_RES_MISS) != 0;
+		ms->counts.cache_invalid += (d->cache_res & CACHE_RES_INVALID) != 0;
+		ms->counts.cache_writes += (d->cache_res & CACHE_RES_WRITTEN) != 0;
+		ms->counts.cache_errors += (d->cache_res & CACHE_RES_ERROR) != 0;
+	}
+	/* files were added: the one moment the cache grew, so the moment to
+	 * drop what has gone stale */
+	if (ms->counts.cache_writes && cache.writable)
+		ms->counts.cache_pruned = cache_prune(&cache);
 	for (uint32_t i = 0; i < ms->ndbs; i++) {
 		struct match_db *d = &ms->dbs[i];
 
@@ -1882,7 +2402,7 @@ int rules_check(const char **dirs, int ndirs, FILE *out)
 	struct rule_set *rs = rule_set_new();
 	struct match_set *ms = NULL;
 	struct match_build_opts o = { .nthreads = 0 };
-	char err[512] = "";
+	char err[512] = "", cache_dir[PATH_MAX];
 	double t0 = now_s(), t_parse;
 	int rc = 0;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1892,6 +2412,8 @@ int rules_check(const char **dirs, int ndirs, FILE *out)
 		return 2;
 	}
 	o.nthreads = ncpu > 1 ? (unsigned)(ncpu > 16 ? 16 : ncpu) : 1;
+	if (match_cache_default_dir(cache_dir, sizeof(cache_dir)) == 0)
+		o.cache_dir = cache_dir;
 	for (int i = 0; i < ndirs; i++)
 		if (rules_load_path(rs, dirs[i]) < 0) {
 			fprintf(out, "check-rules: out of memory reading %s\n", dirs[i]);
@@ -1918,8 +2440,17 @@ int rules_check(const char **dirs, int ndirs, FILE *out)
 			", track %" PRIu64 ", regex failed %" PRIu64 "\n",
 			c->kinds[MATCH_KIND_EXACT], c->kinds[MATCH_KIND_PREFILTER],
 			c->kinds[MATCH_KIND_PCRE], c->native, c->metas, c->tracks, c->regex_failed);
-		fprintf(out, "databases: %" PRIu64 " (%.1f MiB), compile time: %.3f s (%u threads)\n",
-			c->databases, (double)c->db_bytes / 1048576.0, c->compile_seconds, o.nthreads);
+		fprintf(out, "databases: %" PRIu64 " (%.1f MiB), compile time: %.3f s (%u threads; "
+			"PCRE2 and classification %.3f s)\n",
+			c->databases, (double)c->db_bytes / 1048576.0, c->compile_seconds, o.nthreads,
+			c->prepare_seconds);
+		if (o.cache_dir)
+			fprintf(out, "cache: %s: hits %" PRIu64 ", misses %" PRIu64 " (invalid %" PRIu64
+				"), writes %" PRIu64 ", errors %" PRIu64 ", pruned %" PRIu64 "\n",
+				o.cache_dir, c->cache_hits, c->cache_misses, c->cache_invalid,
+				c->cache_writes, c->cache_errors, c->cache_pruned);
+		else
+			fprintf(out, "cache: off (cache directory path too long)\n");
 	}
 	for (uint32_t i = 0; i < rs->nerrors; i++)
 		fprintf(out, "%s:%u: %s\n", rs->errors[i].file, rs->errors[i].line, rs->errors[i].reason);

@@ -30,9 +30,14 @@
  * size is reported in match_counts.db_bytes instead.
  *
  * Block mode only for now; the class databases are built so that a later
- * streaming database (bodies arriving in pieces) and the on-disk cache
- * (hs_serialize_database per class db, keyed by a hash of the rule text,
- * flags, Hyperscan version and platform) fit in match_set_build().
+ * streaming database (bodies arriving in pieces) fits in match_set_build().
+ *
+ * On-disk cache. With match_build_opts.cache_dir set, each class database's
+ * Hyperscan bytes (hs_serialize_database) are kept in one file per database,
+ * named by a SHA-256 key over its patterns, flags, ids, mode, the Hyperscan
+ * version and the platform; a warm build deserializes instead of compiling.
+ * The file format, the checks on reading and the pruning policy are
+ * described in match.c ("on-disk cache"). PCRE2 code is always rebuilt.
  */
 #ifndef BW_MATCH_H
 #define BW_MATCH_H
@@ -106,6 +111,9 @@ struct match_msg {
 struct match_build_opts {
 	unsigned nthreads;      /* compile class databases in parallel; 0 = 1 */
 	bool verbose;           /* per-database timing on stderr */
+	const char *cache_dir;  /* compiled-database cache (created 0700 if
+				 * missing); NULL: no cache. Borrowed for the
+				 * duration of match_set_build() */
 };
 
 struct match_counts {
@@ -117,6 +125,19 @@ struct match_counts {
 	uint64_t regex_failed;              /* neither engine took it */
 	uint64_t db_bytes;                  /* hs_database_size sum */
 	double compile_seconds;
+	/* on-disk cache (all 0 without cache_dir); one lookup per class
+	 * database with patterns for Hyperscan, so hits + misses = databases
+	 * plus the rare ones whose every pattern was demoted (cached as "no
+	 * database": 2 with the stock rules, ~5 s each to find out) */
+	uint64_t cache_hits;                /* deserialized, not compiled */
+	uint64_t cache_misses;              /* compiled (includes invalid) */
+	uint64_t cache_invalid;             /* misses whose file was corrupt,
+					     * truncated or of another format */
+	uint64_t cache_writes;              /* files written */
+	uint64_t cache_errors;              /* I/O errors; an unusable
+					     * directory counts once */
+	uint64_t cache_pruned;              /* stale files removed */
+	double prepare_seconds;             /* PCRE2 compile + classification */
 };
 
 struct match_set;       /* shared, read-only once built */
@@ -131,6 +152,14 @@ struct match_hits {
 	double score;           /* after match_score() */
 	const char *action;     /* after match_score(): owned by the rule set */
 };
+
+/* The default cache directory for match_build_opts.cache_dir, written to
+ * buf: $BW_CACHE_DIR, else $XDG_CACHE_HOME/breakwater (absolute values
+ * only, as the XDG spec says), else $HOME/.cache/breakwater, else
+ * /var/cache/breakwater (empty variables count as unset). Returns 0, or
+ * -ENAMETOOLONG when it does not fit in len. Reads the environment: call at
+ * start-up, not while another thread may setenv(). */
+int match_cache_default_dir(char *buf, size_t len);
 
 /* Compiles a finished rule set. Returns the match set or NULL; on NULL the
  * reason is in errbuf. Regexes that neither Hyperscan nor PCRE2 accept are
@@ -189,7 +218,8 @@ int match_scan_msg(const struct match_set *ms, struct match_scratch *s,
  * hit and picks the action. Call after every scan of the message. */
 void match_score(const struct match_set *ms, struct match_hits *h);
 
-/* `breakwater check-rules DIR...`: loads, compiles, prints counts, errors
+/* `breakwater check-rules DIR...`: loads, compiles (through the cache in
+ * match_cache_default_dir()), prints counts, cache counters, errors
  * (file:line: reason) and the compile time to out. Returns 0 when there are
  * no errors, 1 when there are, 2 when nothing could be built. */
 int rules_check(const char **dirs, int ndirs, FILE *out);

@@ -183,8 +183,14 @@ struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
 	{
 		struct match_build_opts o = { .nthreads = 0 };
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		char cache[PATH_MAX];
 
 		o.nthreads = ncpu > 1 ? (unsigned)(ncpu > 16 ? 16 : ncpu) : 1;
+		/* compiled databases are cached on disk: a warm start does not
+		 * recompile (BW_CACHE_DIR="" would still pick a default; the
+		 * cache is off only when no directory can be named) */
+		if (match_cache_default_dir(cache, sizeof(cache)) == 0)
+			o.cache_dir = cache;
 		v->ms = match_set_build(v->rules, &o, cerr, sizeof(cerr));
 	}
 	if (!v->ms) {

@@ -15,6 +15,8 @@ werror=()
 
 status=0
 summary=()
+# compiled rule databases go to a cache inside the build, not the user's home
+export BW_CACHE_DIR=${BW_CACHE_DIR:-$PWD/build/rules-cache}
 
 run_suites() {   # build dir, label, suites...
 	local dir=$1 label=$2
