@@ -164,47 +164,91 @@ static void entity_end(struct html *h, int semicolon)
 		out_text(h, (const uint8_t *)";", 1);
 }
 
-struct tag_name {
-	uint8_t len;
-	char name[11];       /* lowercase */
+/* Kinds of tag name (see tag_kind()). */
+enum {
+	NK_NONE = 0,
+	NK_BLOCK,            /* a block tag: a line break in the text */
+	NK_CELL,             /* td, th: a blank */
 };
 
-#define TN(s) { sizeof(s) - 1, s }
+/* Whether low[0..n) is the lowercase s (a literal of length n). */
+#define IS(s) (memcmp(low, s, sizeof(s) - 1) == 0)
 
-/* name[0..n) (any case) is one of list (lowercase, ended by a 0 length). */
-static int tag_is(const uint8_t *name, size_t n, const struct tag_name *list)
+/* The kind of tag name name[0..n) (any case): one switch on the length,
+ * then a few fixed-size compares (the lists of the HTML 4/5 block tags and
+ * td/th kept before are unchanged). */
+static int tag_kind(const uint8_t *name, size_t n)
 {
-	char low[11];
+	char low[10];
 
 	if (n == 0 || n > sizeof(low))
+		return NK_NONE;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = name[i];
+
+		low[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+	}
+	switch (n) {
+	case 1:
+		return low[0] == 'p' ? NK_BLOCK : NK_NONE;
+	case 2:
+		if (IS("td") || IS("th"))
+			return NK_CELL;
+		if (IS("br") || IS("tr") || IS("li") || IS("hr") || IS("ul") ||
+		    IS("ol") || IS("dl") || IS("dd") || IS("dt"))
+			return NK_BLOCK;
+		if (low[0] == 'h' && low[1] >= '1' && low[1] <= '6')
+			return NK_BLOCK;
+		return NK_NONE;
+	case 3:
+		return IS("div") || IS("pre") || IS("nav") ? NK_BLOCK : NK_NONE;
+	case 4:
+		return IS("body") || IS("html") || IS("head") || IS("form") ||
+		       IS("main") ? NK_BLOCK : NK_NONE;
+	case 5:
+		return IS("table") || IS("title") || IS("aside") || IS("tbody") ||
+		       IS("thead") || IS("tfoot") ? NK_BLOCK : NK_NONE;
+	case 6:
+		return IS("header") || IS("footer") || IS("center") ||
+		       IS("figure") ? NK_BLOCK : NK_NONE;
+	case 7:
+		return IS("section") || IS("article") || IS("address") ||
+		       IS("caption") ? NK_BLOCK : NK_NONE;
+	case 10:
+		return IS("blockquote") || IS("figcaption") ? NK_BLOCK : NK_NONE;
+	default:
+		return NK_NONE;
+	}
+}
+
+/* Whether attribute name name[0..n) (any case) holds a URI: href, src,
+ * action, background, lowsrc, cite, poster, formaction. */
+static int attr_is_uri(const uint8_t *name, size_t n)
+{
+	char low[10];
+
+	if (n < 3 || n > sizeof(low))
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		uint8_t c = name[i];
 
 		low[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
 	}
-	for (int i = 0; list[i].len; i++)
-		if (list[i].len == n && list[i].name[0] == low[0] &&
-		    memcmp(list[i].name, low, n) == 0)
-			return 1;
-	return 0;
+	switch (n) {
+	case 3:
+		return IS("src");
+	case 4:
+		return IS("href") || IS("cite");
+	case 6:
+		return IS("action") || IS("lowsrc") || IS("poster");
+	case 10:
+		return IS("background") || IS("formaction");
+	default:
+		return 0;
+	}
 }
 
-static const struct tag_name block_tags[] = {
-	TN("p"), TN("div"), TN("br"), TN("tr"), TN("li"), TN("h1"), TN("h2"),
-	TN("h3"), TN("h4"), TN("h5"), TN("h6"), TN("table"), TN("hr"),
-	TN("blockquote"), TN("title"), TN("ul"), TN("ol"), TN("dl"), TN("dd"),
-	TN("dt"), TN("pre"), TN("section"), TN("article"), TN("header"),
-	TN("footer"), TN("center"), TN("address"), TN("form"), TN("body"),
-	TN("html"), TN("head"), TN("nav"), TN("aside"), TN("main"), TN("figure"),
-	TN("figcaption"), TN("caption"), TN("tbody"), TN("thead"), TN("tfoot"),
-	{ 0, "" } };
-static const struct tag_name cell_tags[] = { TN("td"), TN("th"), { 0, "" } };
-static const struct tag_name uri_attrs[] = { TN("href"), TN("src"), TN("action"),
-	TN("background"), TN("lowsrc"), TN("cite"), TN("poster"), TN("formaction"),
-	{ 0, "" } };
-
-#undef TN
+#undef IS
 
 /* Reports the URI in an attribute value: entities decoded, blanks trimmed. */
 static void attr_uri(struct html *h, const uint8_t *v, size_t n)
@@ -266,10 +310,14 @@ static void tag_end(struct html *h)
 			 (t[i] >= '0' && t[i] <= '9')))
 		i++;
 	nl = i - ns;
-	if (tag_is(t + ns, nl, block_tags))
+	switch (tag_kind(t + ns, nl)) {
+	case NK_BLOCK:
 		out_newline(h);
-	else if (tag_is(t + ns, nl, cell_tags))
+		break;
+	case NK_CELL:
 		h->ws_pending = 1;
+		break;
+	}
 	if (closing)
 		return;
 	if (nl == 6 && strncasecmp((const char *)t + ns, "script", 6) == 0 && t[n - 1] != '/') {
@@ -314,7 +362,7 @@ static void tag_end(struct html *h)
 					i++;
 				vl = i - vs;
 			}
-			if (al && tag_is(t + as, al, uri_attrs))
+			if (al && attr_is_uri(t + as, al))
 				attr_uri(h, t + vs, vl);
 		}
 		if (al == 0 && i < n && t[i] != '=')
@@ -378,11 +426,22 @@ void html_feed(struct html *h, const uint8_t *p, size_t n)
 			} else if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f') {
 				h->ws_pending = 1;
 			} else {
-				/* a run of plain text at once */
+				/* a run of plain text at once; a single ' '
+				 * between two plain bytes is part of it (it
+				 * would come out as that ' ' anyway, unless the
+				 * byte before it is a NUL: see out_text) */
 				size_t j = i + 1;
 
-				while (j < n && !text_special[p[j]])
-					j++;
+				for (;;) {
+					while (j < n && !text_special[p[j]])
+						j++;
+					if (j + 1 < n && p[j] == ' ' && p[j - 1] != 0 &&
+					    !text_special[p[j + 1]]) {
+						j += 2;
+						continue;
+					}
+					break;
+				}
 				out_text(h, p + i, j - i);
 				i = j - 1;
 			}

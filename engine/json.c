@@ -104,6 +104,23 @@ static size_t utf8_len(const uint8_t *s, size_t n)
 	return 0;
 }
 
+/* Whether none of the 8 bytes of w needs escaping or checking: below 0x20,
+ * '"', '\\' or over 0x7f. (A borrow only starts at a byte that is itself
+ * below 0x20 or equal to '"' or '\\', so a word reported clean is clean.) */
+static inline int word_plain(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+	uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+	uint64_t t = ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b) | w;
+
+	return (t & high) == 0;
+}
+
+static inline int byte_plain(uint8_t c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
 static void escape(struct json *j, const char *str, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -114,24 +131,36 @@ static void escape(struct json *j, const char *str, size_t n)
 	while (i < n) {
 		size_t run = i;
 
-		/* copy plain printable ASCII in one go */
-		while (run < n && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' && s[run] != '\\')
-			run++;
+		/* copy plain printable ASCII and valid UTF-8 in one go */
+		for (;;) {
+			size_t l;
+
+			while (run + 8 <= n) {
+				uint64_t w;
+
+				memcpy(&w, s + run, 8);
+				if (!word_plain(w))
+					break;
+				run += 8;
+			}
+			while (run < n && byte_plain(s[run]))
+				run++;
+			if (run == n || s[run] < 0x80)
+				break;
+			l = utf8_len(s + run, n - run);
+			if (!l)
+				break;
+			run += l;
+		}
 		if (run > i) {
 			put(j, (const char *)s + i, run - i);
 			i = run;
 			continue;
 		}
 		if (s[i] >= 0x80) {
-			size_t l = utf8_len(s + i, n - i);
-
-			if (l) {
-				put(j, (const char *)s + i, l);
-				i += l;
-			} else {
-				put(j, "\xef\xbf\xbd", 3);   /* U+FFFD */
-				i++;
-			}
+			/* not valid UTF-8 (a valid sequence is part of a run) */
+			put(j, "\xef\xbf\xbd", 3);   /* U+FFFD */
+			i++;
 			continue;
 		}
 		switch (s[i]) {

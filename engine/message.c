@@ -18,6 +18,9 @@
 
 #include <errno.h>
 #include <stdio.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <string.h>
 #include <strings.h>
 
@@ -493,12 +496,39 @@ static void tok_push(struct message *m, const uint8_t *p, size_t n)
 		m->tok_cut = 1;
 }
 
+/* Position of the first ':' or '.' (the bytes a URI candidate needs) in
+ * p[i..n), or n. */
+static size_t find_colon_dot(const uint8_t *p, size_t i, size_t n)
+{
+#if defined(__SSE2__)
+	const __m128i colon = _mm_set1_epi8(':'), dot = _mm_set1_epi8('.');
+
+	for (; i + 16 <= n; i += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+		unsigned mk = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, colon),
+								       _mm_cmpeq_epi8(v, dot)));
+
+		if (mk)
+			return i + (size_t)__builtin_ctz(mk);
+	}
+#endif
+	for (; i < n; i++)
+		if (p[i] == ':' || p[i] == '.')
+			return i;
+	return n;
+}
+
 /* Tokens inside the piece are looked at in place; only one running into
- * the piece's end is copied (into m->tok) to be continued. */
+ * the piece's end is copied (into m->tok) to be continued. Only tokens
+ * holding a ':' or a '.' can be URIs: the scan jumps from one such byte to
+ * the next and finds the token around it, so words are never walked. */
 static void uri_scan(struct message *m, const uint8_t *p, size_t n)
 {
-	size_t i = 0;
+	size_t i = 0, first, tail, pos;
+	int cut0, has_tail;
 
+	if (n == 0)
+		return;
 	if (m->tok.len) {
 		while (i < n && uri_class[p[i]] != 1)
 			i++;
@@ -507,33 +537,47 @@ static void uri_scan(struct message *m, const uint8_t *p, size_t n)
 			return;
 		tok_end(m);
 	}
-	while (i < n) {
-		size_t s, len;
-		unsigned cl = 0;
+	while (i < n && uri_class[p[i]] == 1)
+		i++;
+	if (i == n)
+		return;
+	first = i;
+	/* the token running into the end (if any) starts at tail */
+	has_tail = uri_class[p[n - 1]] != 1;
+	tail = n;
+	if (has_tail)
+		while (tail > first && uri_class[p[tail - 1]] != 1)
+			tail--;
+	/* the first token takes the cut flag carried in; the others start
+	 * afresh (as a token-by-token walk would) */
+	cut0 = m->tok_cut;
+	pos = first;
+	while (pos < tail) {
+		size_t c = find_colon_dot(p, pos, tail), s, e, len;
+		int cut;
 
-		while (i < n && uri_class[p[i]] == 1)
-			i++;
-		if (i == n)
+		if (c >= tail)
 			break;
-		s = i;
-		for (; i < n; i++) {
-			uint8_t k = uri_class[p[i]];
-
-			if (k == 1)
-				break;
-			cl |= k;
-		}
-		if (i == n) {
-			tok_push(m, p + s, n - s);
-			break;
-		}
-		len = i - s;
+		s = c;
+		while (s > pos && uri_class[p[s - 1]] != 1)
+			s--;
+		e = c + 1;
+		while (uri_class[p[e]] != 1)
+			e++;        /* p[tail - 1] ends every token before tail */
+		len = e - s;
+		cut = s == first ? cut0 : 0;
 		if (len > m->tok.max) {
 			len = m->tok.max;
-			m->tok_cut = 1;
+			cut = 1;
 		}
-		if (len >= 5 && cl)
-			tok_match(m, p + s, len, m->tok_cut);
+		if (len >= 5)
+			tok_match(m, p + s, len, cut);
+		pos = e;
+	}
+	if (has_tail) {
+		m->tok_cut = tail == first ? cut0 : 0;
+		tok_push(m, p + tail, n - tail);
+	} else {
 		m->tok_cut = 0;
 	}
 }
@@ -611,22 +655,28 @@ static void leaf_decoded(struct message *m, const uint8_t *p, size_t n)
 		mime_conv_feed(&m->conv, p, n, text_out, m);
 }
 
+/* Lines up to this long are handed on together with the newline pending
+ * before them (copied after it), so each line takes one trip through the
+ * charset, text and HTML stages instead of two. */
+#define LEAF_JOIN_MAX 1024
+
 /* One body line (or piece) of the open leaf. */
 static void leaf_line(struct message *m, const uint8_t *p, size_t n, int eol)
 {
 	struct message_part *part = &m->parts[m->leaf];
+	int nl;
 
 	part->raw_size += n + (eol ? 1 : 0);
 	if (m->leaf_mode == LEAF_OPAQUE)
 		return;
-	if (m->leaf_nl_pending) {
-		m->leaf_nl_pending = 0;
-		leaf_decoded(m, (const uint8_t *)"\n", 1);
-	}
+	nl = m->leaf_nl_pending;
+	m->leaf_nl_pending = 0;
 	switch (m->leaf_cte) {
 	case MESSAGE_CTE_BASE64: {
 		uint8_t out[MIME_B64_OUT(1024)];
 
+		if (nl)
+			leaf_decoded(m, (const uint8_t *)"\n", 1);
 		while (n) {
 			size_t k = n > 1024 ? 1024 : n;
 			size_t w = mime_b64_decode(&m->b64, p, k, out);
@@ -638,15 +688,22 @@ static void leaf_line(struct message *m, const uint8_t *p, size_t n, int eol)
 		break;
 	}
 	case MESSAGE_CTE_QP: {
-		uint8_t out[MIME_QP_OUT(1024)];
+		/* out[0] is for the pending newline */
+		uint8_t out[1 + MIME_QP_OUT(1024)];
 		int hard = 0;
 
 		do {
 			size_t k = n > 1024 ? 1024 : n;
 			int last = k == n;
-			size_t w = mime_qp_decode(&m->qp, p, k, eol && last, out, &hard);
+			size_t w = mime_qp_decode(&m->qp, p, k, eol && last, out + 1, &hard);
 
-			leaf_decoded(m, out, w);
+			if (nl) {
+				out[0] = '\n';
+				leaf_decoded(m, out, w + 1);
+				nl = 0;
+			} else {
+				leaf_decoded(m, out + 1, w);
+			}
 			p += k;
 			n -= k;
 		} while (n);
@@ -655,7 +712,17 @@ static void leaf_line(struct message *m, const uint8_t *p, size_t n, int eol)
 		break;
 	}
 	default:
-		leaf_decoded(m, p, n);
+		if (nl && n <= LEAF_JOIN_MAX) {
+			uint8_t buf[1 + LEAF_JOIN_MAX];
+
+			buf[0] = '\n';
+			memcpy(buf + 1, p, n);
+			leaf_decoded(m, buf, n + 1);
+		} else {
+			if (nl)
+				leaf_decoded(m, (const uint8_t *)"\n", 1);
+			leaf_decoded(m, p, n);
+		}
 		if (eol)
 			m->leaf_nl_pending = 1;
 		break;
@@ -1483,8 +1550,9 @@ static void line_in(struct message *m, const uint8_t *p, size_t n, int eol, int 
 	}
 }
 
-/* Bookkeeping for one line or piece, then routing. */
-static void line_piece(struct message *m, const uint8_t *p, size_t n, int eol)
+/* Bookkeeping for one line or piece, then routing. nul_free: p[0..n) is
+ * known to hold no NUL (the caller looked at a larger piece at once). */
+static void line_piece(struct message *m, const uint8_t *p, size_t n, int eol, int nul_free)
 {
 	int cont = m->line_cont;
 
@@ -1498,7 +1566,7 @@ static void line_piece(struct message *m, const uint8_t *p, size_t n, int eol)
 		if (m->saw_crlf && m->saw_lf)
 			anomaly(m, MESSAGE_ANOM_BARE_CR_LF_MIX);
 	}
-	if (memchr(p, '\0', n)) {
+	if (!nul_free && memchr(p, '\0', n)) {
 		anomaly(m, MESSAGE_ANOM_NUL_BYTE);
 		for (size_t i = 0; i < n; i++)
 			m->c.nul_bytes += p[i] == '\0';
@@ -1522,22 +1590,25 @@ static void line_piece(struct message *m, const uint8_t *p, size_t n, int eol)
 
 /* Emits a piece of a line longer than max_line. A CR at the cut is kept
  * for the next piece, so CR LF is never split. Returns bytes consumed. */
-static size_t line_cut(struct message *m, const uint8_t *p)
+static size_t line_cut(struct message *m, const uint8_t *p, int nul_free)
 {
 	size_t k = m->lim.max_line;
 
 	if (p[k - 1] == '\r')
 		k--;
-	line_piece(m, p, k, 0);
+	line_piece(m, p, k, 0, nul_free);
 	return k;
 }
 
 void message_feed(struct message *m, const uint8_t *p, size_t n)
 {
 	size_t max = m->lim.max_line;
+	int nul_free;
 
 	if (m->ended || n == 0)
 		return;
+	/* one look for NUL over the whole piece spares one per line */
+	nul_free = memchr(p, '\0', n) == NULL;
 	m->c.bytes += n;
 	if (m->ops && m->ops->on_text)
 		m->ops->on_text(m->user, NULL, MESSAGE_VIEW_FULL, p, n);
@@ -1550,13 +1621,13 @@ void message_feed(struct message *m, const uint8_t *p, size_t n)
 			if (e) {
 				size_t k = (size_t)(e - p);
 
-				line_piece(m, p, k, 1);
+				line_piece(m, p, k, 1, nul_free);
 				p += k + 1;
 				n -= k + 1;
 				continue;
 			}
 			if (n > max) {
-				size_t k = line_cut(m, p);
+				size_t k = line_cut(m, p, nul_free);
 
 				p += k;
 				n -= k;
@@ -1578,7 +1649,7 @@ void message_feed(struct message *m, const uint8_t *p, size_t n)
 				size_t k = (size_t)(e - p);
 
 				buf_append(m, &m->line, p, k);
-				line_piece(m, m->line.p, m->line.len, 1);
+				line_piece(m, m->line.p, m->line.len, 1, 0);
 				m->line.len = 0;
 				p += k + 1;
 				n -= k + 1;
@@ -1588,7 +1659,7 @@ void message_feed(struct message *m, const uint8_t *p, size_t n)
 			p += look;
 			n -= look;
 			if (m->line.len == max + 1) {
-				size_t k = line_cut(m, m->line.p);
+				size_t k = line_cut(m, m->line.p, 0);
 
 				memmove(m->line.p, m->line.p + k, m->line.len - k);
 				m->line.len -= (uint32_t)k;

@@ -152,11 +152,17 @@ size_t mime_qp_decode(struct mime_qp *s, const uint8_t *in, size_t n, int eol,
 			if (c == '=') {
 				s->state = 1;
 			} else {
-				/* a run of literal text at once */
-				size_t j = i + 1;
+				/* a run of literal text at once, up to the next
+				 * '=': blanks inside it are followed by a
+				 * non-blank, so they come out as they are; only
+				 * blanks ending the piece are left to the loop
+				 * (held back, as above) */
+				const uint8_t *q = memchr(in + i + 1, '=', n - i - 1);
+				size_t j = q ? (size_t)(q - in) : n;
 
-				while (j < n && in[j] != '=' && in[j] != ' ' && in[j] != '\t')
-					j++;
+				if (!q)
+					while (in[j - 1] == ' ' || in[j - 1] == '\t')
+						j--;    /* stops at i: in[i] is no blank */
 				memcpy(o, in + i, j - i);
 				o += j - i;
 				i = j - 1;
