@@ -1087,6 +1087,8 @@ static void rule_apply(struct storm_tracker *t, struct storm_txctx *c, uint32_t 
 	}
 	k = key_at(t, idx);
 	key_rotate(t, r, k, seq);
+	if (found && !k->num && !k->den && (n_num || n_den || n_mem))
+		k->first_ns = t->now;   /* its window emptied: this activity starts now */
 	t->st.updates++;
 
 	switch (r->r.kind) {
