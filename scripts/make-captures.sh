@@ -26,8 +26,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PCAPS=$ROOT/tests/pcap
-NS_C=bwcap-cli
-NS_S=bwcap-srv
+NS_C=${BWCAP_NS_C:-bwcap-cli}   # overridable, so two runs on one host do not collide
+NS_S=${BWCAP_NS_S:-bwcap-srv}
 IF_C=bwcap-c0
 IF_S=bwcap-s0
 V4_C=198.18.0.1
@@ -184,7 +184,12 @@ smtpd_tls_cert_file = $d/etc/cert.pem
 smtpd_tls_key_file = $d/etc/key.pem
 smtpd_recipient_restrictions = check_recipient_access regexp:$d/etc/rcpt.re, permit_mynetworks, reject
 EOF
-    printf '/^bad/ REJECT 5.1.1 User unknown in virtual mailbox table\n' > "$d/etc/rcpt.re"
+    # "bad..." (also "1bad...", smtp-source's numbered recipients): 554 5.1.1
+    # (access_map_reject_code); "unknown-...": 550 5.1.1 as for an unknown
+    # virtual mailbox; "full@...": 452 over quota, as a mailbox store answers it.
+    printf '%s\n' '/^[0-9]*bad/ REJECT 5.1.1 User unknown in virtual mailbox table' \
+      '/^unknown-/ 550 5.1.1 User unknown in virtual mailbox table' \
+      '/^full@/ 452 4.2.2 Mailbox full' > "$d/etc/rcpt.re"
     cat >> "$d/etc/master.cf" <<EOF
 465       inet  n       -       n       -       -       smtpd
   -o smtpd_tls_wrappermode=yes
@@ -192,6 +197,24 @@ EOF
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_sasl_type=dovecot
   -o smtpd_sasl_path=private/auth
+EOF
+  elif [ "$name" = loop-a ] || [ "$name" = loop-b ]; then
+    # Two of these relay loop.example.test to each other: a forwarding loop
+    # that runs until the hop limit (Received count) bounces the message.
+    # Injection on 127.0.0.1 (not captured); bounces are discarded locally.
+    local me=$V4_C peer=$V4_S
+    [ "$name" = loop-b ] && me=$V4_S peer=$V4_C
+    cat >> "$d/etc/main.cf" <<EOF
+myhostname = $name.example.test
+inet_interfaces = 127.0.0.1, $me
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8, 198.18.0.0/15
+relay_domains = loop.example.test
+transport_maps = inline:{loop.example.test=smtp:[$peer]:25}
+default_transport = discard:
+smtp_bind_address = $me
+smtp_tls_security_level = none
+hopcount_limit = ${LOOP_HOPS:-30}
 EOF
   else
     cat >> "$d/etc/main.cf" <<EOF
@@ -471,9 +494,117 @@ case_mangled() {
     --describe "$PCAPS/$c/mangle.txt" --expect "$PCAPS/$c/expected.json"
 }
 
+# --- storm scenarios (behaviour rules; see each folder's README.md) -----------
+
+pf_wait_log() {  # PATTERN SECONDS LOG...: wait until a Postfix log shows PATTERN
+  local pat=$1 secs=$2 i; shift 2
+  for i in $(seq 1 $((secs * 10))); do
+    cat "$@" 2>/dev/null | grep -q -- "$pat" && return 0
+    sleep 0.1
+  done
+  log "no '$pat' in $* after ${secs}s"; return 1
+}
+
+case_storm_loop() {
+  local c=storm-loop; newcase $c; net_up
+  # A real forwarding loop: loop-a (198.18.0.1) and loop-b (198.18.0.2) each
+  # relay loop.example.test to the other. One message injected on loop-a's
+  # loopback bounces between them, one SMTP session per hop, each hop adding
+  # a Received line, until hopcount_limit (LOOP_HOPS, 30 here instead of
+  # Postfix's 50, to keep the capture small, but past the shipped rules'
+  # BW_RCVD_OVER_25) makes Postfix bounce it.
+  pf_start loop-a "$NS_C"
+  pf_start loop-b "$NS_S"
+  cap_start "$PCAPS/$c/capture.pcap" -i "$IF_S" tcp port 25
+  swaks_cli --server 127.0.0.1 --from origin@origin.example.test --to victim@loop.example.test \
+    --header 'Subject: forwarded round and round' --body "@$WORK/body.txt"
+  pf_wait_log 'status=bounced' 60 "$WORK/pf-loop-a/maillog" "$WORK/pf-loop-b/maillog" || true
+  pf_wait_empty loop-a || true
+  pf_wait_empty loop-b || true
+  cap_stop
+  grep -h 'status=bounced' "$WORK/pf-loop-a/maillog" "$WORK/pf-loop-b/maillog" >&2 || true
+  pf_stop loop-a "$NS_C"
+  pf_stop loop-b "$NS_S"
+}
+
+cli_addrs() {     # FIRST LAST: add 198.18.2.FIRST..LAST to the client's veth (bots)
+  local i
+  for i in $(seq "$1" "$2"); do ip -n "$NS_C" addr add "198.18.2.$i/32" dev "$IF_C"; done
+  ip -n "$NS_S" route add 198.18.2.0/24 dev "$IF_S"
+}
+
+swaks_from() {   # ADDR HELO swaks-args...: one swaks session from ADDR (a 4xx/5xx is no failure)
+  local a=$1 h=$2; shift 2
+  in_cli swaks --local-interface "$a" --helo "$h" --server "$V4_S" "$@" >"$WORK/swaks.log" 2>&1 || true
+}
+
+legit_bulk() {   # I: message I of the legitimate bulk sender (personal greetings, all accepted)
+  local n; n=$(printf %02d "$1")
+  swaks_from "$V4_C" mail.client.example.test --from alice@client.example.test \
+    --to "friend$n@sink.example.test" --header "Subject: Happy new year, friend $n" \
+    --body "Dear friend $n, all the best for the new year. Alice"
+}
+
+case_storm_flood() {
+  local c=storm-flood i b; newcase $c; net_up
+  # A flood on one mailbox: 3 clients (198.18.2.11-13) send 45 messages to
+  # full@sink.example.test, which a real Postfix smtpd answers with
+  # "452 4.2.2 Mailbox full" (access map); the forged envelope sender is
+  # victim@client.example.test. Interleaved: the target's side bouncing to
+  # that sender (null sender, 198.18.0.2 -> smtp-sink on 198.18.0.1) for
+  # every second flood message, and a legitimate bulk sender (198.18.0.1,
+  # alice@) mailing 40 personal greetings to 40 distinct friends, all accepted.
+  cli_addrs 11 13
+  pf_start sink "$NS_S"
+  ip netns exec "$NS_C" timeout 120 smtp-sink -u nobody -h client.example.test "$V4_C:25" 64 \
+    >"$WORK/sink-cli.log" 2>&1 &
+  local cli_sink=$!; PIDS+=("$cli_sink"); wait_listen "$NS_C" 25
+  cap_start "$PCAPS/$c/capture.pcap" -i "$IF_S" tcp port 25
+  for i in $(seq 1 45); do
+    b=198.18.2.$((11 + i % 3))
+    swaks_from "$b" "bulk$((11 + i % 3)).example.net" --from victim@client.example.test \
+      --to full@sink.example.test --header "Subject: offer number $i" --body "Buy now, offer $i."
+    [ "$i" -le 40 ] && legit_bulk "$i"
+    if [ $((i % 2)) -eq 0 ]; then
+      ip netns exec "$NS_S" timeout 60 swaks --local-interface "$V4_S" --helo sink.example.test \
+        --server "$V4_C" --from '<>' --to victim@client.example.test \
+        --header "Subject: Undelivered Mail Returned to Sender" \
+        --body "full@sink.example.test: 452 4.2.2 Mailbox full (offer $i)" >"$WORK/swaks.log" 2>&1 || true
+    fi
+  done
+  cap_stop
+  stop_pid "$cli_sink"
+  pf_stop sink "$NS_S"
+}
+
+case_storm_burst() {
+  local c=storm-burst i n h a r; newcase $c; net_up
+  # A botnet-like dictionary attack: 40 clients (198.18.2.101-140), each with
+  # its own random-looking HELO and sender, one session each to a small
+  # recipient set on a real Postfix smtpd: info@ exists, the unknown-* names
+  # get "550 5.1.1 User unknown" (4 of 5 recipients rejected per session).
+  # Interleaved, the legitimate bulk sender (198.18.0.1) mails 40 personal
+  # greetings to 40 distinct friends, all accepted.
+  local names=(unknown-admin unknown-john unknown-mary unknown-peter unknown-web unknown-hr)
+  cli_addrs 101 140
+  pf_start sink "$NS_S"
+  cap_start "$PCAPS/$c/capture.pcap" -i "$IF_S" tcp port 25
+  for i in $(seq 1 40); do
+    a=198.18.2.$((100 + i))
+    h=$(printf 'h%04x-%x.dyn.example.net' $(( (i * 7919) % 65536 )) $(( (i * 104729) % 4096 )))
+    r=info@sink.example.test
+    for n in 0 1 2 3; do r+=",${names[$(( (i + n) % 6 ))]}@sink.example.test"; done
+    swaks_from "$a" "$h" --from "$(printf 'u%05d' $(( (i * 31337) % 100000 )))@$h" --to "$r" \
+      --header "Subject: Invoice $i" --body "Please see the invoice, ref $i."
+    legit_bulk "$i"
+  done
+  cap_stop
+  pf_stop sink "$NS_S"
+}
+
 ALL=(smtp-source-sessions smtp-sink-reject postfix-relay bdat swaks-plain
      swaks-attach swaks-auth swaks-starttls ipv6 linux-cooked link-rewrites seq-rewrites
-     mangled)
+     mangled storm-loop storm-flood storm-burst)
 
 make_bodies
 [ $# -gt 0 ] || set -- "${ALL[@]}"
