@@ -1211,6 +1211,9 @@ static const char *const track_item_names[TRACK_ITEM_MAX] = {
 	[TRACK_ITEM_FINGERPRINT] = "fingerprint", [TRACK_ITEM_REJECTED_RCPT] = "rejected_rcpt",
 	[TRACK_ITEM_SENDER_DOMAIN] = "sender_domain", [TRACK_ITEM_RCPT_DOMAIN] = "rcpt_domain",
 	[TRACK_ITEM_AUTH_USER] = "auth_user", [TRACK_ITEM_GLOBAL] = "global",
+	[TRACK_ITEM_OVERQUOTA_RCPT] = "overquota_rcpt", [TRACK_ITEM_NULL_SENDER] = "null_sender",
+	[TRACK_ITEM_ACCEPTED_RCPT] = "accepted_rcpt", [TRACK_ITEM_AUTO_SUBMITTED] = "auto_submitted",
+	[TRACK_ITEM_CLIENT_NET] = "client_net",
 };
 
 const char *track_item_name(enum track_item it)
@@ -1268,7 +1271,15 @@ static void do_track(struct parse_ctx *c, const char *rest)
 	}
 	if (!(p = next_word(p, w, sizeof(w)))) { err = "missing measure (count, distinct ITEM, ratio ITEM)"; goto bad; }
 	if (strcmp(w, "count") == 0) {
+		/* "count per KEY" counts transactions; "count ITEM per KEY" ITEMs */
+		const char *q = next_word(p, w, sizeof(w));
+
 		t.measure = TRACK_COUNT;
+		if (q && strcmp(w, "per") != 0 && (t.item = track_item_parse(w)) != TRACK_ITEM_NONE &&
+		    t.item != TRACK_ITEM_GLOBAL)
+			p = q;
+		else
+			t.item = TRACK_ITEM_NONE;
 	} else if (strcmp(w, "distinct") == 0 || strcmp(w, "ratio") == 0) {
 		t.measure = w[0] == 'd' ? TRACK_DISTINCT : TRACK_RATIO;
 		if (!(p = next_word(p, w, sizeof(w))) || (t.item = track_item_parse(w)) == TRACK_ITEM_NONE ||

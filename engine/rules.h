@@ -154,7 +154,7 @@ struct meta_op {
 
 /* Behaviour rules: track NAME MEASURE per KEY over DURATION OP THRESHOLD [min N]. */
 enum track_measure {
-	TRACK_COUNT = 1,    /* transactions per key */
+	TRACK_COUNT = 1,    /* transactions (or ITEMs: count ITEM per KEY) per key */
 	TRACK_DISTINCT,     /* distinct items per key */
 	TRACK_RATIO,        /* items / all recipients per key */
 };
@@ -172,13 +172,18 @@ enum track_item {
 	TRACK_ITEM_RCPT_DOMAIN,
 	TRACK_ITEM_AUTH_USER,
 	TRACK_ITEM_GLOBAL,      /* key only: one window for all traffic */
+	TRACK_ITEM_OVERQUOTA_RCPT,  /* recipients answered 452/552 (mailbox full) */
+	TRACK_ITEM_NULL_SENDER,     /* transactions with MAIL FROM:<> (bounces) */
+	TRACK_ITEM_ACCEPTED_RCPT,   /* recipients answered 2xx */
+	TRACK_ITEM_AUTO_SUBMITTED,  /* Auto-Submitted not "no", Precedence bulk/junk/list */
+	TRACK_ITEM_CLIENT_NET,      /* key: the client's /24 (IPv4) or /64 (IPv6) */
 	TRACK_ITEM_MAX
 };
 
 struct track_def {
 	uint32_t rule;              /* rule id of the track rule */
 	enum track_measure measure;
-	enum track_item item;       /* what is counted (TRACK_ITEM_NONE for count) */
+	enum track_item item;       /* what is counted (TRACK_ITEM_NONE: transactions) */
 	enum track_item key;        /* per what */
 	uint64_t window_ms;
 	enum rule_cmp cmp;

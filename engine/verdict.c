@@ -58,6 +58,11 @@ static enum storm_field track_field(enum track_item it, bool as_key)
 	case TRACK_ITEM_FINGERPRINT: return STORM_F_BODY_HASH;
 	case TRACK_ITEM_REJECTED_RCPT: return STORM_F_REJECTED_RCPT;
 	case TRACK_ITEM_SENDER_DOMAIN: return STORM_F_MAIL_FROM_DOMAIN;
+	case TRACK_ITEM_OVERQUOTA_RCPT: return STORM_F_OVERQUOTA_RCPT;
+	case TRACK_ITEM_NULL_SENDER: return STORM_F_NULL_SENDER;
+	case TRACK_ITEM_ACCEPTED_RCPT: return STORM_F_ACCEPTED_RCPT;
+	case TRACK_ITEM_AUTO_SUBMITTED: return STORM_F_AUTO_SUBMITTED;
+	case TRACK_ITEM_CLIENT_NET: return STORM_F_CLIENT_NET;
 	default: return STORM_F_NONE;   /* rcpt_domain, auth_user, global: not tracked yet */
 	}
 }
@@ -106,7 +111,7 @@ static int storm_setup(struct verdict *v, char *err, size_t errlen)
 		o->name = r->name;
 		o->kind = td->measure == TRACK_COUNT ? STORM_COUNT :
 			  td->measure == TRACK_DISTINCT ? STORM_DISTINCT : STORM_RATIO;
-		o->what = track_field(td->item, false);
+		o->what = track_field(td->item, false);   /* count without ITEM: transactions */
 		o->per = track_field(td->key, true);
 		o->window_ns = td->window_ms * 1000000ull;
 		o->threshold = td->threshold;

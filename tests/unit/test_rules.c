@@ -199,7 +199,9 @@ static void test_misc_directives(void)
 		"header __SUB Subject =~ /x/\n"
 		"header  T_C   Received:count <= 2\n"
 		"track TM count per message_id over 1h >= 3\n"
-		"track TR ratio rejected_rcpt per client_ip over 10m > 0.5 min 50\n");
+		"track TR ratio rejected_rcpt per client_ip over 10m > 0.5 min 50\n"
+		"track TQ count overquota_rcpt per rcpt over 1h > 20\n"
+		"track TB count null_sender per client_net over 1h > 100\n");
 	const struct rule *r = get(s, "D1");
 
 	CHECK_EQ_U64(s->nerrors, 0);
@@ -218,8 +220,16 @@ static void test_misc_directives(void)
 	CHECK_EQ_U64(s->nactions, 1);
 	CHECK_STR(rules_action_for(s, 6.0), "tag");
 	CHECK_STR(rules_action_for(s, 5.9), "pass");
-	CHECK_EQ_U64(s->ntracks, 2);
-	if (s->ntracks == 2) {
+	CHECK_EQ_U64(s->ntracks, 4);
+	if (s->ntracks == 4) {
+		/* count ITEM per KEY: what is counted is an item, not transactions */
+		CHECK_EQ_U64(s->tracks[2].measure, TRACK_COUNT);
+		CHECK_EQ_U64(s->tracks[2].item, TRACK_ITEM_OVERQUOTA_RCPT);
+		CHECK_EQ_U64(s->tracks[2].key, TRACK_ITEM_RCPT);
+		CHECK_EQ_U64(s->tracks[3].item, TRACK_ITEM_NULL_SENDER);
+		CHECK_EQ_U64(s->tracks[3].key, TRACK_ITEM_CLIENT_NET);
+	}
+	if (s->ntracks >= 2) {
 		const struct track_def *t = &s->tracks[0], *u = &s->tracks[1];
 
 		CHECK_EQ_U64(t->measure, TRACK_COUNT);
@@ -343,6 +353,7 @@ static const struct ecase ecases[] = {
 	{ "track T1 sum x per client_ip over 1m > 1\n", 1, "track T1: unknown measure" },
 	{ "track T1 distinct nothing per client_ip over 1m > 1\n", 1, "track T1: unknown item" },
 	{ "track T1 count by client_ip over 1m > 1\n", 1, "track T1: expected 'per KEY'" },
+	{ "track T1 count global per rcpt over 1m > 1\n", 1, "track T1: expected 'per KEY'" },
 	{ "track T1 count per nowhere over 1m > 1\n", 1, "track T1: unknown key" },
 	{ "track T1 count per client_ip during 1m > 1\n", 1, "track T1: expected 'over DURATION'" },
 	{ "track T1 count per client_ip over 1y > 1\n", 1, "track T1: bad duration" },
