@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
-suites=${BW_SUITES:-"unit pcap inline fuzz"}
+suites=${BW_SUITES:-"unit pcap inline compat fuzz"}
 werror=()
 [ -n "${CI:-}" ] && werror=(--werror)
 
