@@ -29,8 +29,11 @@ struct verdict {
 	uint32_t cap_hdrs;
 	struct match_text *paras;
 	uint32_t cap_paras;
+	char *norm;                      /* the body view, normalised (see body_paragraphs) */
+	uint32_t cap_norm;
 	struct match_text *uris;
 	uint32_t cap_uris;
+	struct match_text raw;           /* the rawbody view of the last message */
 	struct storm_tracker *storm;     /* NULL when the rules have no track rule */
 	struct storm_sink *sink;         /* the tracker's callback target, moves with it */
 	struct storm_rule *srules;       /* as given to storm_new (names borrowed from rules) */
@@ -247,6 +250,7 @@ void verdict_free(struct verdict *v)
 	rule_set_free(v->rules);
 	mem_free(MEM_RULES, v->hdrs);
 	mem_free(MEM_RULES, v->paras);
+	mem_free(MEM_RULES, v->norm);
 	mem_free(MEM_RULES, v->uris);
 	mem_free(MEM_RULES, v);
 }
@@ -268,54 +272,106 @@ static bool grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
 	return true;
 }
 
-/* Splits the body view into paragraphs at blank lines, as SpamAssassin
- * matches body rules paragraph by paragraph (so a rule's .* never runs
- * from one paragraph into the next). The first paragraph is the Subject. */
-static uint32_t split_paragraphs(struct verdict *v, const char *p, size_t len)
+static inline bool is_ws(char c)
 {
+	return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* SpamAssassin's body array: the Subject as an element of its own (empty
+ * when there is none), then the text's paragraphs, split at blank lines (a
+ * line holding only whitespace is blank) with every whitespace run inside a
+ * paragraph, line breaks included, squeezed to one space. Rules are matched
+ * paragraph by paragraph, so a rule's .* never runs from one into the next.
+ * The normalised text goes to v->norm; paragraphs point into it. */
+static uint32_t body_paragraphs(struct verdict *v, const struct message *m,
+				const char *p, size_t len)
+{
+	const char *subj = message_field(m, MESSAGE_FIELD_SUBJECT);
+	size_t sl = subj ? strlen(subj) : 0, i = 0, o = 0;
 	uint32_t n = 0;
-	size_t start = 0;
+	char *out;
 
-	while (start < len && n < VERDICT_MAX_PARAS) {
-		/* the first "\n\n" at or after start: memchr for '\n', then a
-		 * look at the byte after it (cheaper than memmem's byte loop) */
-		const char *b = NULL, *q = p + start, *e = p + len;
-		size_t end;
+	if (!grow((void **)&v->norm, &v->cap_norm, (uint32_t)(len + 2), 1) ||
+	    !grow((void **)&v->paras, &v->cap_paras, 1, sizeof(*v->paras)))
+		return 0;
+	out = v->norm;
+	/* element 0: the Subject, which the message stage wrote first */
+	v->paras[n].p = out;
+	v->paras[n].len = 0;
+	if (subj && len > sl && memcmp(p, subj, sl) == 0 && p[sl] == '\n') {
+		for (size_t k = 0; k < sl; k++) {
+			char c = is_ws(p[k]) || p[k] == '\n' ? ' ' : p[k];
 
-		while (q < e && (q = memchr(q, '\n', (size_t)(e - q))) != NULL && q + 1 < e) {
-			if (q[1] == '\n') {
-				b = q;
-				break;
-			}
-			q += 2;
+			if (c == ' ' && o && out[o - 1] == ' ')
+				continue;
+			out[o++] = c;
 		}
-		end = b ? (size_t)(b - p) : len;
-
-		if (end > start) {
-			if (!grow((void **)&v->paras, &v->cap_paras, n + 1, sizeof(*v->paras)))
-				break;
-			v->paras[n].p = p + start;
-			v->paras[n].len = end - start;
-			n++;
-		}
-		if (!b)
-			break;
-		start = end + 2;
-		while (start < len && p[start] == '\n')
-			start++;
+		v->paras[n].len = o;
+		i = sl + 1;
 	}
-	if (n == VERDICT_MAX_PARAS && start < len) {
-		/* the rest as one last paragraph: nothing goes unscanned */
-		v->paras[n - 1].len = len - (size_t)(v->paras[n - 1].p - p);
+	n++;
+	while (i < len && n < VERDICT_MAX_PARAS) {
+		size_t start = o;
+		bool any = false;
+
+		/* one paragraph: lines until a blank one */
+		while (i < len) {
+			size_t ls = i, le;
+			bool blank = true;
+
+			while (i < len && p[i] != '\n')
+				if (!is_ws(p[i++]))
+					blank = false;
+			le = i;
+			if (i < len)
+				i++;   /* the LF */
+			if (blank) {
+				if (any)
+					break;   /* end of the paragraph */
+				continue;    /* blank lines before it */
+			}
+			if (any && out[o - 1] != ' ')
+				out[o++] = ' ';   /* the line break */
+			for (size_t k = ls; k < le; k++) {
+				if (is_ws(p[k])) {
+					if (o > start && out[o - 1] == ' ')
+						continue;
+					out[o++] = ' ';
+				} else {
+					out[o++] = p[k];
+				}
+			}
+			any = true;
+		}
+		if (!any)
+			break;
+		if (!grow((void **)&v->paras, &v->cap_paras, n + 1, sizeof(*v->paras)))
+			break;
+		v->paras[n].p = out + start;
+		v->paras[n].len = o - start;
+		n++;
+	}
+	if (n == VERDICT_MAX_PARAS && i < len) {
+		/* the rest joins the last paragraph: nothing goes unscanned */
+		size_t start = (size_t)(v->paras[n - 1].p - out);
+
+		for (; i < len; i++) {
+			char c = is_ws(p[i]) || p[i] == '\n' ? ' ' : p[i];
+
+			if (c == ' ' && o > start && out[o - 1] == ' ')
+				continue;
+			out[o++] = c;
+		}
+		v->paras[n - 1].len = o - start;
 	}
 	return n;
 }
 
-/* Fills the hit vector with the content rules m meets (no scoring). */
-static void scan_content(struct verdict *v, const struct message *m, const struct smtp_tx *tx)
+void verdict_build_views(struct verdict *v, const struct message *m, const struct smtp_tx *tx,
+			 struct match_msg *out)
 {
 	struct match_msg mm;
-	struct match_text raw;
+	struct match_text *raw = &v->raw;
 	uint32_t nh, nu;
 	size_t blen = 0, rlen = 0;
 	const uint8_t *body, *rawbody;
@@ -337,13 +393,13 @@ static void scan_content(struct verdict *v, const struct message *m, const struc
 		mm.nheaders = nh;
 	}
 	body = message_view(m, MESSAGE_VIEW_BODY, &blen);
-	mm.nbody = body ? split_paragraphs(v, (const char *)body, blen) : 0;
+	mm.nbody = body_paragraphs(v, m, body ? (const char *)body : "", body ? blen : 0);
 	mm.body = v->paras;
 	mm.body_starts_with_subject = true;
 	rawbody = message_view(m, MESSAGE_VIEW_RAWBODY, &rlen);
-	raw.p = (const char *)rawbody;
-	raw.len = rlen;
-	mm.rawbody = rawbody ? &raw : NULL;
+	raw->p = (const char *)rawbody;
+	raw->len = rlen;
+	mm.rawbody = rawbody ? raw : NULL;
 	mm.nrawbody = rawbody ? 1 : 0;
 	nu = message_uri_count(m);
 	if (nu && grow((void **)&v->uris, &v->cap_uris, nu, sizeof(*v->uris))) {
@@ -360,6 +416,15 @@ static void scan_content(struct verdict *v, const struct message *m, const struc
 		mm.envelope_from = tx->mail_from;
 		mm.envelope_from_len = strlen(tx->mail_from);
 	}
+	*out = mm;
+}
+
+/* Fills the hit vector with the content rules m meets (no scoring). */
+static void scan_content(struct verdict *v, const struct message *m, const struct smtp_tx *tx)
+{
+	struct match_msg mm;
+
+	verdict_build_views(v, m, tx, &mm);
 	v->stats.full_skipped++;
 	if (match_scan_msg(v->ms, v->scratch, &mm, v->hits) < 0)
 		v->stats.scan_errors++;
