@@ -230,11 +230,12 @@ static int cmd_score(int argc, char **argv)
 	static const struct option sopts[] = {
 		{"rules", required_argument, NULL, 'r'},
 		{"json", no_argument, NULL, 'j'},
+		{"all-hits", no_argument, NULL, 'a'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *dirs[MAX_RULE_DIRS];
-	int ndirs = 0, json = 0, c, rc = 0;
+	int ndirs = 0, json = 0, all_hits = 0, c, rc = 0;
 	struct verdict *v;
 	struct message_limits lim;
 	char err[512];
@@ -248,10 +249,13 @@ static int cmd_score(int argc, char **argv)
 			dirs[ndirs++] = optarg;
 			break;
 		case 'j': json = 1; break;
+		case 'a': all_hits = 1; break;
 		case 'h':
-			printf("usage: breakwater score [--rules DIR]... [--json] FILE.eml...\n"
+			printf("usage: breakwater score [--rules DIR]... [--json [--all-hits]] FILE.eml...\n"
 			       "Scores each message file and prints its hits with their description\n"
-			       "and score; --json prints one object per message instead.\n");
+			       "and score; --json prints one object per message instead, and\n"
+			       "--all-hits adds \"subhits\": the rules that hit without a score of\n"
+			       "their own (__sub-rules, zero scores) with their hit counts.\n");
 			return 0;
 		default:
 			return 2;
@@ -307,6 +311,19 @@ static int cmd_score(int argc, char **argv)
 				json_close_object(&j);
 			}
 			json_close_array(&j);
+			if (all_hits) {
+				json_key(&j, "subhits");
+				json_open_array(&j);
+				for (uint32_t k = 0; k < h->nlist; k++) {
+					if (verdict_rule_reported(v, h->list[k]))
+						continue;
+					json_open_object(&j);
+					json_kv_cstr(&j, "rule", verdict_rule_name(v, h->list[k]));
+					json_kv_u64(&j, "count", h->count[h->list[k]]);
+					json_close_object(&j);
+				}
+				json_close_array(&j);
+			}
 			json_end(&j);
 			json_write(&j, stdout);
 			json_free(&j);
