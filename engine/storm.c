@@ -25,6 +25,11 @@
 #define BM_BYTES_BASE 48u
 #define BM_BYTES_CONTAINER 84u
 #define BM_BYTES_MEMBER 2u
+/* Small member sets of distinct/overlap keys live inline in the key record
+ * (see struct storm_key): at most this many members, fewer when the bucket
+ * area is smaller (stride is sized for at least INL_MIN). */
+#define INL_MAX 16u
+#define INL_MIN 8u
 
 /* One bucket of one key. */
 union storm_bucket {
@@ -35,7 +40,18 @@ union storm_bucket {
 };
 
 /* One key of one rule: `stride` bytes in the key store (the bucket array
- * is sized for the largest bucket count among the rules). */
+ * is sized for the largest bucket count among the rules, and for at least
+ * INL_MIN inline members).
+ *
+ * Distinct and overlap keys have two representations of their window:
+ *   - inline (uni == NULL): the area of b[] holds up to t->inl_cap members
+ *     as uint32_t ids[inl_cap] followed by uint8_t slots[inl_cap]: member i
+ *     is ids[i], in the bucket slots[i] of its newest occurrence; the
+ *     window union is ids[0..num). No bitmap is allocated. Every key starts
+ *     inline;
+ *   - roaring (uni != NULL): b[s].bm and uni as described in storm.h. A key
+ *     switches to it when an add would exceed inl_cap, and goes back to
+ *     inline (all zero) when its window empties. */
 struct storm_key {
 	uint32_t key_id;            /* intern id, one reference held; KEY_NONE when free */
 	uint16_t rule;
@@ -106,6 +122,7 @@ struct storm_tracker {
 	uint32_t kfree;               /* free list through next_free */
 	size_t stride;
 	uint32_t max_nb;
+	uint32_t inl_cap;             /* inline members per distinct/overlap key */
 
 	struct storm_kslot *kslots;   /* owned index, 2^k >= 2 * max_keys */
 	uint64_t kmask;
@@ -369,6 +386,28 @@ static uint64_t bm_bytes(const struct storm_tracker *t)
 	       t->bm_members * BM_BYTES_MEMBER;
 }
 
+/* ---- inline member sets ------------------------------------------------ */
+
+static inline uint32_t *inl_ids(struct storm_key *k)
+{
+	return (uint32_t *)(void *)k->b;
+}
+
+static inline uint8_t *inl_slots(const struct storm_tracker *t, struct storm_key *k)
+{
+	return (uint8_t *)(void *)k->b + (size_t)t->inl_cap * sizeof(uint32_t);
+}
+
+static inline const uint32_t *inl_ids_c(const struct storm_key *k)
+{
+	return (const uint32_t *)(const void *)k->b;
+}
+
+static inline const uint8_t *inl_slots_c(const struct storm_tracker *t, const struct storm_key *k)
+{
+	return (const uint8_t *)(const void *)k->b + (size_t)t->inl_cap * sizeof(uint32_t);
+}
+
 /* The bytes counted against mem_cap: the fixed indexes, the live keys (not
  * the chunk slack, at most one chunk), queue entries (not the ring slack, at
  * most 2x), bitmaps (estimate) and the referenced ids. Unreferenced ids are a cache bounded by max_ids and
@@ -525,7 +564,18 @@ static bool unref_cb(uint32_t v, void *p)
 static void key_clear_window(struct storm_tracker *t, const struct storm_rule_rt *r,
 			     struct storm_key *k)
 {
-	if (key_is_bitmap(r)) {
+	if (key_is_bitmap(r) && !k->uni) {
+		uint32_t *ids = inl_ids(k);
+		const uint8_t *sl = inl_slots(t, k);
+		uint64_t seen = 0;
+
+		for (uint64_t i = 0; i < k->num; i++) {
+			seen |= 1ull << sl[i];
+			intern_unref(t->intern, ids[i]);
+		}
+		t->st.buckets_expired += (uint64_t)__builtin_popcountll(seen);
+		t->st.pairs -= k->num;
+	} else if (key_is_bitmap(r)) {
 		for (uint32_t s = 0; s < r->nb; s++) {
 			if (k->b[s].bm) {
 				bm_free(t, k->b[s].bm);
@@ -557,7 +607,27 @@ static void key_clear_window(struct storm_tracker *t, const struct storm_rule_rt
 static void bucket_expire(struct storm_tracker *t, const struct storm_rule_rt *r,
 			  struct storm_key *k, uint32_t s)
 {
-	if (key_is_bitmap(r)) {
+	if (key_is_bitmap(r) && !k->uni) {
+		uint32_t *ids = inl_ids(k);
+		uint8_t *sl = inl_slots(t, k);
+		uint64_t n = k->num, removed = 0;
+
+		for (uint64_t i = 0; i < n;) {
+			if (sl[i] != s) {
+				i++;
+				continue;
+			}
+			intern_unref(t->intern, ids[i]);
+			n--;
+			ids[i] = ids[n];
+			sl[i] = sl[n];
+			removed++;
+		}
+		if (!removed)
+			return;
+		k->num = n;
+		t->st.pairs -= removed;
+	} else if (key_is_bitmap(r)) {
 		roaring_bitmap_t *e = k->b[s].bm;
 		uint64_t n;
 		int32_t c0;
@@ -804,7 +874,10 @@ static size_t lower_copy(char *dst, const char *src, size_t cap)
 	return src[n] ? cap + 1 : n;   /* cap + 1: too long */
 }
 
-static uint32_t intern_lower(struct storm_tracker *t, enum intern_kind kind, const char *s)
+/* hash: intern_hash() of the lowercased bytes when the caller computed it
+ * (to prefetch), else 0. */
+static uint32_t intern_lower_h(struct storm_tracker *t, enum intern_kind kind, const char *s,
+			       uint64_t hash)
 {
 	char buf[INTERN_MAX_LEN];
 	size_t n;
@@ -817,11 +890,35 @@ static uint32_t intern_lower(struct storm_tracker *t, enum intern_kind kind, con
 		t->st.too_long++;
 		return INTERN_ID_NONE;
 	}
-	id = intern_get(t->intern, kind, buf, n, t->now);
+	if (!hash)
+		hash = intern_hash(kind, buf, n);
+	id = intern_get_hashed(t->intern, hash, kind, buf, n, t->now);
 	if (id == INTERN_ID_NONE)
 		t->st.intern_full++;
 	return id;
 }
+
+static uint32_t intern_lower(struct storm_tracker *t, enum intern_kind kind, const char *s)
+{
+	return intern_lower_h(t, kind, s, 0);
+}
+
+/* The intern_hash() of a lowercased string, or 0 when it is empty or too
+ * long (the look-up then says so itself). */
+static uint64_t lower_hash(enum intern_kind kind, const char *s)
+{
+	char buf[INTERN_MAX_LEN];
+	size_t n;
+
+	if (!s || !s[0])
+		return 0;
+	n = lower_copy(buf, s, sizeof(buf));
+	if (n > sizeof(buf))
+		return 0;
+	return intern_hash(kind, buf, n);
+}
+
+#define RCPT_PREFETCH 64u
 
 static uint32_t intern_ip(struct storm_tracker *t, const struct storm_tx_summary *tx, bool net)
 {
@@ -929,8 +1026,19 @@ static void tx_rcpts(struct storm_tracker *t, struct storm_txctx *c)
 		t->st.rcpt_truncated += n - t->cfg.max_rcpt;
 		n = t->cfg.max_rcpt;
 	}
+	/* Hash the first recipients and prefetch their index slots, so their
+	 * look-ups below (same order as without) overlap their misses. */
+	uint64_t hash[RCPT_PREFETCH];
+	uint32_t n_pf = n < RCPT_PREFETCH ? n : RCPT_PREFETCH;
+
+	for (uint32_t i = 0; i < n_pf; i++) {
+		hash[i] = lower_hash(INTERN_ADDR, tx->rcpts ? tx->rcpts[i] : NULL);
+		if (hash[i])
+			intern_prefetch(t->intern, hash[i]);
+	}
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t id = intern_lower(t, INTERN_ADDR, tx->rcpts ? tx->rcpts[i] : NULL);
+		uint32_t id = intern_lower_h(t, INTERN_ADDR, tx->rcpts ? tx->rcpts[i] : NULL,
+					     i < n_pf ? hash[i] : 0);
 		uint8_t st = tx->rcpt_status ? tx->rcpt_status[i] : STORM_RCPT_NO_REPLY;
 
 		if (id == INTERN_ID_NONE)
@@ -1049,6 +1157,104 @@ static void key_unbucket(struct storm_tracker *t, const struct storm_rule_rt *r,
 	}
 }
 
+/* Moves an inline key (full) to roaring: one bitmap per non-empty bucket and
+ * the union. False (counted) when an allocation fails: the key stays inline
+ * and unchanged. */
+static bool key_to_roaring(struct storm_tracker *t, const struct storm_rule_rt *r,
+			   struct storm_key *k)
+{
+	roaring_bitmap_t *bm[STORM_BUCKETS_MAX] = { NULL };
+	roaring_bitmap_t *uni;
+	uint32_t ids[INL_MAX];
+	uint8_t sl[INL_MAX];
+	uint32_t n = (uint32_t)k->num;
+
+	memcpy(ids, inl_ids(k), n * sizeof(*ids));
+	memcpy(sl, inl_slots(t, k), n);
+	uni = bm_new(t);
+	if (!uni)
+		return false;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!bm[sl[i]] && !(bm[sl[i]] = bm_new(t))) {
+			for (uint32_t s = 0; s < r->nb; s++)
+				bm_free(t, bm[s]);
+			bm_free(t, uni);
+			return false;
+		}
+		bm_add(t, bm[sl[i]], ids[i]);
+		bm_add(t, uni, ids[i]);
+	}
+	memset(k->b, 0, t->stride - sizeof(*k));
+	for (uint32_t s = 0; s < r->nb; s++)
+		k->b[s].bm = bm[s];
+	k->uni = uni;
+	return true;
+}
+
+/* Adds the tx's members to the head bucket `slot` of a distinct/overlap key
+ * (buckets stay disjoint: a member already in the window moves there).
+ * Returns false when an allocation failed (counted; the rest is not added). */
+static bool key_add_members(struct storm_tracker *t, const struct storm_rule_rt *r,
+			    struct storm_key *k, uint32_t slot, const uint32_t *mem,
+			    uint32_t n_mem)
+{
+	for (uint32_t m = 0; m < n_mem; m++) {
+		uint32_t v = mem[m];
+
+		if (!k->uni) {
+			uint32_t *ids = inl_ids(k);
+			uint8_t *sl = inl_slots(t, k);
+			uint32_t n = (uint32_t)k->num, i;
+
+			for (i = 0; i < n && ids[i] != v; i++)
+				;
+			if (i < n) {
+				sl[i] = (uint8_t)slot;   /* moved (or already) here */
+				continue;
+			}
+			if (n < t->inl_cap) {
+				ids[n] = v;
+				sl[n] = (uint8_t)slot;
+				k->num++;
+				t->st.pairs++;
+				intern_ref(t->intern, v);
+				continue;
+			}
+			if (!key_to_roaring(t, r, k))
+				return false;
+		}
+		if (!k->b[slot].bm && !(k->b[slot].bm = bm_new(t)))
+			return false;
+		if (!bm_add(t, k->b[slot].bm, v))
+			continue;          /* already in the newest bucket */
+		if (bm_add(t, k->uni, v)) {
+			k->num++;          /* new to the window */
+			t->st.pairs++;
+			intern_ref(t->intern, v);
+			continue;
+		}
+		/* In an older bucket: move it here (buckets stay disjoint). */
+		key_unbucket(t, r, k, slot, v);
+	}
+	return true;
+}
+
+/* Jaccard index of the tx's member set (t->tx_bm, filled) with the key's
+ * window union; as roaring_bitmap_jaccard_index: inter / (c1 + c2 - inter). */
+static double key_jaccard(struct storm_tracker *t, struct storm_key *k)
+{
+	uint64_t c1, inter = 0;
+	const uint32_t *ids;
+
+	if (k->uni)
+		return roaring_bitmap_jaccard_index(t->tx_bm, k->uni);
+	c1 = roaring_bitmap_get_cardinality(t->tx_bm);
+	ids = inl_ids(k);
+	for (uint64_t i = 0; i < k->num; i++)
+		inter += roaring_bitmap_contains(t->tx_bm, ids[i]);
+	return (double)inter / (double)(c1 + k->num - inter);
+}
+
 static inline uint32_t sat_add32(uint32_t a, uint32_t b)
 {
 	return a + b < a ? UINT32_MAX : a + b;
@@ -1111,41 +1317,20 @@ static void rule_apply(struct storm_tracker *t, struct storm_txctx *c, uint32_t 
 			if (k->last_client != client || client == INTERN_ID_NONE) {
 				roaring_bitmap_clear(t->tx_bm);
 				roaring_bitmap_add_many(t->tx_bm, n_mem, mem);
-				k->val = roaring_bitmap_jaccard_index(t->tx_bm, k->uni);
+				k->val = key_jaccard(t, k);
 				over = k->val > r->r.threshold;
 			}
 		}
 		/* the tx's recipients join the window */
 		__attribute__((fallthrough));
 	case STORM_DISTINCT:
-		if (n_mem && !k->b[slot].bm)
-			k->b[slot].bm = bm_new(t);
-		if (n_mem && !k->uni)
-			k->uni = bm_new(t);
-		if (n_mem && (!k->b[slot].bm || !k->uni)) {
-			/* Allocation failed (counted): add nothing, keep no
-			 * empty bitmap. */
-			n_mem = 0;
-			if (k->b[slot].bm && roaring_bitmap_is_empty(k->b[slot].bm)) {
+		if (n_mem && !key_add_members(t, r, k, slot, mem, n_mem)) {
+			/* Allocation failed (counted): what was added stays (its
+			 * bucket is queued below), keep no empty bitmap. */
+			if (k->uni && k->b[slot].bm && roaring_bitmap_is_empty(k->b[slot].bm)) {
 				bm_free(t, k->b[slot].bm);
 				k->b[slot].bm = NULL;
 			}
-			if (k->uni && roaring_bitmap_is_empty(k->uni)) {
-				bm_free(t, k->uni);
-				k->uni = NULL;
-			}
-		}
-		for (uint32_t i = 0; i < n_mem; i++) {
-			if (!bm_add(t, k->b[slot].bm, mem[i]))
-				continue;          /* already in the newest bucket */
-			if (bm_add(t, k->uni, mem[i])) {
-				k->num++;          /* new to the window */
-				t->st.pairs++;
-				intern_ref(t->intern, mem[i]);
-				continue;
-			}
-			/* In an older bucket: move it here (buckets stay disjoint). */
-			key_unbucket(t, r, k, slot, mem[i]);
 		}
 		if (n_mem)
 			key_queue(t, ri, idx, k, seq);
@@ -1208,6 +1393,8 @@ void storm_observe(struct storm_tracker *t, const struct storm_tx_summary *tx,
 
 		if (r->r.per == STORM_F_RCPT) {
 			tx_rcpts(t, &c);
+			for (uint32_t i = 0; i < c.n_rcpt && i < RCPT_PREFETCH; i++)
+				__builtin_prefetch(&t->kslots[key_hash(ri, c.rcpt_id[i]) & t->kmask]);
 			for (uint32_t i = 0; i < c.n_rcpt; i++)
 				rule_apply(t, &c, ri, c.rcpt_id[i], i, out);
 		} else {
@@ -1331,7 +1518,17 @@ struct storm_tracker *storm_new(const struct storm_config *cfg,
 		goto fail_intern;
 
 	t->max_nb = max_nb;
-	t->stride = (sizeof(struct storm_key) + max_nb * sizeof(union storm_bucket) + 7) & ~(size_t)7;
+	{
+		size_t area = max_nb * sizeof(union storm_bucket);
+
+		if (area < INL_MIN * (sizeof(uint32_t) + 1))
+			area = INL_MIN * (sizeof(uint32_t) + 1);
+		t->stride = (sizeof(struct storm_key) + area + 7) & ~(size_t)7;
+		t->inl_cap = (uint32_t)((t->stride - sizeof(struct storm_key)) /
+					(sizeof(uint32_t) + 1));
+		if (t->inl_cap > INL_MAX)
+			t->inl_cap = INL_MAX;
+	}
 	t->max_keys = t->cfg.max_keys;
 	t->kchunk = mem_calloc(MEM_STORM, (t->max_keys + KEY_CHUNK - 1) / KEY_CHUNK,
 			       sizeof(*t->kchunk));
@@ -1386,7 +1583,7 @@ void storm_free(struct storm_tracker *t)
 
 		if (k->key_id == KEY_NONE)
 			continue;
-		if (key_is_bitmap(&t->rules[k->rule])) {
+		if (key_is_bitmap(&t->rules[k->rule]) && k->uni) {
 			for (uint32_t s = 0; s < t->rules[k->rule].nb; s++)
 				bm_free(t, k->b[s].bm);
 			bm_free(t, k->uni);
@@ -1568,6 +1765,44 @@ int storm_validate(const struct storm_tracker *t)
 				VFAIL("key %u: totals %llu/%llu, buckets sum to %llu/%llu", idx,
 				      (unsigned long long)k->num, (unsigned long long)k->den,
 				      (unsigned long long)n, (unsigned long long)d);
+			continue;
+		}
+		if (!k->uni) {
+			/* Inline: the buckets are the members grouped by slot;
+			 * the naive recount ORs them, and must hold exactly
+			 * the num members of the window union ids[0..num). */
+			const uint32_t *ids = inl_ids_c(k);
+			const uint8_t *sl = inl_slots_c(t, k);
+
+			if (k->num > t->inl_cap)
+				VFAIL("key %u: %llu inline members, capacity %u", idx,
+				      (unsigned long long)k->num, t->inl_cap);
+			roaring_bitmap_clear(naive);
+			for (uint32_t s = 0; s < r->nb; s++) {
+
+				for (uint64_t i = 0; i < k->num; i++) {
+					if (sl[i] != s)
+						continue;
+					if (roaring_bitmap_contains(naive, ids[i]))
+						VFAIL("key %u: inline member %u in two buckets or "
+						      "twice", idx, ids[i]);
+				}
+				for (uint64_t i = 0; i < k->num; i++)
+					if (sl[i] == s)
+						roaring_bitmap_add(naive, ids[i]);
+			}
+			if (roaring_bitmap_get_cardinality(naive) != k->num)
+				VFAIL("key %u: distinct %llu, naive recount of the inline "
+				      "buckets %llu (slot out of range?)", idx,
+				      (unsigned long long)k->num,
+				      (unsigned long long)roaring_bitmap_get_cardinality(naive));
+			for (uint64_t i = 0; i < k->num; i++) {
+				if (!intern_live(t->intern, ids[i]))
+					VFAIL("key %u: inline member %u is not a live id", idx,
+					      ids[i]);
+				refs[ids[i]]++;
+			}
+			pairs += k->num;
 			continue;
 		}
 		/* The naive recount: OR of every live bucket. */

@@ -200,9 +200,13 @@ struct rec {
 	int client, member;
 };
 
-static void test_random_union(void)
+/* members: the recipient population per client. 70 keeps most windows
+ * above the inline capacity (roaring), 8 keeps every window inline (at
+ * least 8 fit), 20
+ * makes keys cross between the two representations all the time. */
+static void test_random_union_n(int MEMBERS, unsigned seed0)
 {
-	enum { CLIENTS = 6, MEMBERS = 70, STEPS = 3000, NB = 6 };
+	enum { CLIENTS = 6, STEPS = 3000, NB = 6, MEMBERS_MAX = 128 };
 	const uint64_t window = 6 * SEC, width = window / NB;
 	struct storm_rule rules[2] = {
 		rule("FAN", STORM_DISTINCT, STORM_F_RCPT, STORM_F_CLIENT_IP, window, NB, 1e9),
@@ -212,8 +216,8 @@ static void test_random_union(void)
 	struct storm_tracker *t = storm_new(&cfg, rules, 2);
 	struct rec *hist = calloc(STEPS * 8, sizeof(*hist));
 	size_t nh = 0;
-	unsigned seed = 42, bad_distinct = 0, bad_count = 0, bad_valid = 0, bad_other = 0;
-	uint64_t now = 0;
+	unsigned seed = seed0, bad_distinct = 0, bad_count = 0, bad_valid = 0, bad_other = 0;
+	uint64_t now = 0, max_bitmaps = 0;
 	struct txb b;
 
 	for (int step = 0; step < STEPS; step++) {
@@ -222,7 +226,7 @@ static void test_random_union(void)
 		char ip[32], rc[512] = "";
 		uint8_t ipb[4] = { 10, 0, 0, (uint8_t)(client + 1) };
 		uint64_t s_now, naive_d = 0, naive_c = 0;
-		uint8_t seen[MEMBERS] = { 0 };
+		uint8_t seen[MEMBERS_MAX] = { 0 };
 
 		now += (uint64_t)(rand_r(&seed) % 400) * (SEC / 1000);
 		if (rand_r(&seed) % 50 == 0)
@@ -259,6 +263,13 @@ static void test_random_union(void)
 			bad_count++;
 		if (storm_validate(t) != 0)
 			bad_valid++;
+		{
+			struct storm_stats st1;
+
+			storm_get_stats(t, &st1);
+			if (st1.bitmaps > max_bitmaps)
+				max_bitmaps = st1.bitmaps;
+		}
 		/* After a full advance every key is exact. */
 		if (step % 97 == 0) {
 			while (storm_advance(t, now, 64) == 64)
@@ -266,7 +277,7 @@ static void test_random_union(void)
 			for (int c2 = 0; c2 < CLIENTS; c2++) {
 				uint8_t ip2[4] = { 10, 0, 0, (uint8_t)(c2 + 1) };
 				uint64_t d = 0;
-				uint8_t seen2[MEMBERS] = { 0 };
+				uint8_t seen2[MEMBERS_MAX] = { 0 };
 
 				for (size_t i = 0; i < nh; i++) {
 					uint64_t s = hist[i].ts / width;
@@ -287,6 +298,11 @@ static void test_random_union(void)
 	CHECK_EQ_U64(bad_count, 0);
 	CHECK_EQ_U64(bad_valid, 0);
 	CHECK_EQ_U64(bad_other, 0);
+	/* Small windows stay inline (no bitmap); large ones went to roaring. */
+	if (MEMBERS <= 8)
+		CHECK_EQ_U64(max_bitmaps, 0);
+	else
+		CHECK(max_bitmaps > 0);
 	/* Long after: nothing left but the intern cache, which idles out. */
 	now += 10 * window;
 	while (storm_advance(t, now, 64) == 64)
@@ -715,7 +731,9 @@ int main(void)
 {
 	test_rotation();
 	test_lazy_and_late();
-	test_random_union();
+	test_random_union_n(70, 42);
+	test_random_union_n(8, 7);
+	test_random_union_n(20, 9);
 	test_signals();
 	test_crossings();
 	test_churn();
