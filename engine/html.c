@@ -424,7 +424,13 @@ void html_feed(struct html *h, const uint8_t *p, size_t n)
 				h->state = HTML_ENTITY;
 				h->ent_len = 0;
 			} else if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f') {
+				/* the whole run: each byte of it would only
+				 * set ws_pending again */
 				h->ws_pending = 1;
+				while (i + 1 < n && (p[i + 1] == ' ' || p[i + 1] == '\t' ||
+						     p[i + 1] == '\r' || p[i + 1] == '\n' ||
+						     p[i + 1] == '\f'))
+					i++;
 			} else {
 				/* a run of plain text at once; a single ' '
 				 * between two plain bytes is part of it (it

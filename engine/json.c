@@ -182,9 +182,32 @@ static void escape(struct json *j, const char *str, size_t n)
 
 void json_key(struct json *j, const char *key)
 {
+	size_t n = strlen(key), i = 0;
+
 	sep(j);
-	escape(j, key, strlen(key));
-	putc1(j, ':');
+	while (i + 8 <= n) {
+		uint64_t w;
+
+		memcpy(&w, key + i, 8);
+		if (!word_plain(w))
+			break;
+		i += 8;
+	}
+	while (i < n && byte_plain((uint8_t)key[i]))
+		i++;
+	if (i == n && reserve(j, n + 3)) {
+		/* the usual key, plain ASCII: as escape() would write it */
+		char *b = j->buf + j->len;
+
+		b[0] = '"';
+		memcpy(b + 1, key, n);
+		b[n + 1] = '"';
+		b[n + 2] = ':';
+		j->len += n + 3;
+	} else {
+		escape(j, key, n);
+		putc1(j, ':');
+	}
 	j->need_comma = false;
 }
 

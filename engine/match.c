@@ -1658,6 +1658,11 @@ static void trim(const char **p, size_t *n)
  * <...> and (...) separate items; "Name <a@b>", "a@b (Name)", "a@b".
  * Calls fn for each item that has an address or a name. Returns the count
  * of items with an address. */
+/* the bytes addr_split() acts on */
+static const uint8_t addr_special[256] = {
+	['\\'] = 1, ['"'] = 1, ['('] = 1, [')'] = 1, ['<'] = 1, ['>'] = 1, [','] = 1, [';'] = 1,
+};
+
 static uint32_t addr_split(const char *p, size_t len,
 			   void (*fn)(void *, const struct addr_item *), void *ctx)
 {
@@ -1672,8 +1677,15 @@ static uint32_t addr_split(const char *p, size_t len,
 		struct addr_item it = { 0 };
 
 		for (; i < len; i++) {
-			char ch = p[i];
+			char ch;
 
+			/* a byte none of the tests below looks at changes
+			 * nothing, in any state: skip a run of them */
+			while (i < len && !addr_special[(uint8_t)p[i]])
+				i++;
+			if (i == len)
+				break;
+			ch = p[i];
 			if (ch == '\\' && i + 1 < len) { i++; continue; }
 			if (quote) { if (ch == '"') quote = false; continue; }
 			if (ch == '"' && !paren) { quote = true; continue; }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 struct match_hits;
+struct match_msg;
 struct message;
 struct smtp_tx;
 struct storm_event;
@@ -53,6 +54,14 @@ void verdict_free(struct verdict *v);
  * for messages read from files: no behaviour rules. */
 const struct match_hits *verdict_message(struct verdict *v, const struct message *m,
 					 const struct smtp_tx *tx);
+
+/* The views verdict_message() and verdict_tx() scan m (ended) with, as
+ * they build them: headers, body paragraphs (Subject first), rawbody, URIs,
+ * tx's envelope sender (tx may be NULL). Fills *mm; its pointers go into m
+ * and into v's buffers, valid until the next call on v or a change to m.
+ * Scans nothing (bench/bench_match.c times match_scan_msg on them). */
+void verdict_build_views(struct verdict *v, const struct message *m,
+			 const struct smtp_tx *tx, struct match_msg *mm);
 
 /* A transaction seen on the wire: m (NULL when no content passed) scanned
  * as above, and the transaction (client, envelope, each recipient's reply,
