@@ -1883,6 +1883,12 @@ static void reply_dispatch(struct smtp_session *s)
 			break;
 		if (code == 220) {
 			tls_begin(s, SMTP_ANOM_STARTTLS_INJECTION);
+			if (s->cur && (s->cur->tx.flags & SMTP_TX_TLS)) {
+				/* the record of the encrypted session shows the
+				 * reply that started it */
+				s->cur->tx.last_reply.code = code;
+				s->cur->tx.last_reply.text = reply_copy(s, s->cur);
+			}
 			need_drain = true;
 		} else if (s->stall == STALL_STARTTLS) {
 			s->stall = STALL_NONE;

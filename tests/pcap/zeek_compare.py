@@ -66,7 +66,7 @@ FIELDS = [
 
 # Agreement floor per field: number of baseline lines on which breakwater
 # agrees with Zeek, as measured against the corpus (25 baseline lines in 16
-# baseline folders; 292 of 300 field comparisons agree). See ZEEK.md for every line that disagrees.
+# baseline folders; 293 of 300 field comparisons agree). See ZEEK.md for every line that disagrees.
 FLOOR = {
     "helo": 25,
     "mailfrom": 25,
@@ -78,7 +78,7 @@ FLOOR = {
     "subject": 24,
     "date": 25,
     "in_reply_to": 25,
-    "last_reply": 20,
+    "last_reply": 21,
     "tls": 25,
 }
 FLOOR_MATCHED = 25  # baseline lines that found an engine record

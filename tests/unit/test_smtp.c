@@ -642,10 +642,10 @@ static const struct tcase cases[] = {
 	  "tx3 helo=other.example.org from=<mallory@example.org> codes=503/0/0 last=503'5.5.1 Error: nested MAIL command' flags=incomplete,mail_rejected,quit\n"
 	  "S tx=4 cmds=10 replies=11 greet=220 caps=PIPELINING quit anom=nested_mail bytes=243/385 lines=10/22\n" },
 	{ "starttls", NULL, t_starttls,
-	  "tx0 helo=client.example.org flags=incomplete,tls,session_end\n"
+	  "tx0 helo=client.example.org last=220'2.0.0 Ready to start TLS' flags=incomplete,tls,session_end\n"
 	  "S tx=1 cmds=2 replies=3 greet=220 caps=PIPELINING,CHUNKING,STARTTLS,SIZE,8BITMIME,SMTPUTF8,DSN,ENHANCEDSTATUSCODES,VRFY,ETRN tls bytes=64/261 lines=2/13\n" },
 	{ "starttls_injection", NULL, t_starttls_injection,
-	  "tx0 helo=client.example.org flags=incomplete,tls,session_end anom=starttls_injection\n"
+	  "tx0 helo=client.example.org last=220'2.0.0 Ready to start TLS' flags=incomplete,tls,session_end anom=starttls_injection\n"
 	  "S tx=1 cmds=2 replies=3 greet=220 caps=PIPELINING,CHUNKING,STARTTLS,SIZE,8BITMIME,SMTPUTF8,DSN,ENHANCEDSTATUSCODES,VRFY,ETRN tls anom=starttls_injection bytes=41/242 lines=2/13\n" },
 	{ "starttls_refused", NULL, t_starttls_refused,
 	  "tx0 helo=client.example.org from=<alice@example.org> rcpt=<bob@example.net>250+ codes=250/0/0 last=250'2.1.5 Ok' flags=incomplete,session_end\n"
