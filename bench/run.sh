@@ -23,13 +23,27 @@
 # session and big-message memory), callgrind per byte on two small parsing
 # captures and a perf run with parsing on.
 #
+# Rules (issue 4), unless --no-rules-bench (needs the corpus messages): a
+# third corpus capture of --rules-size (32M) and, in the same rounds, the
+# engine on it with rules/ (default), the stock SpamAssassin rules
+# (--sa-rules DIR, /usr/share/spamassassin), both, and --no-rules; then
+# bench_match (the matching ceiling: the same rule sets through the engine's
+# API and cache, scanning the engine's own views of the same messages,
+# parsed once, --match-passes 2 timed passes) for each rule set. Once, before
+# the rounds: cold and warm compile times (breakwater check-rules with an
+# empty, then the same BW_CACHE_DIR); after them: SpamAssassin's messages/s
+# with local tests only (spamd --local, one child, fed --sa-sample 100
+# messages of the same capture by spamc, one at a time) and, unless
+# --no-perf, a perf run of the engine with the stock rules.
+#
 # Writes the markdown report to stdout, or to bench/REPORT.md with --report.
 #
 # Usage: bench/run.sh [--report] [--repeat N] [--size 256M] [--concurrency C]
 #                     [--source FILE]... [--synth] [--build DIR] [--no-callgrind]
 #                     [--engine-args "ARGS"]... [--no-perf] [--keep]
 #                     [--no-parse] [--parse-size 256M] [--messages DIR]...
-#                     [--parse-synth]
+#                     [--parse-synth] [--no-rules-bench] [--rules-size 32M]
+#                     [--sa-rules DIR] [--match-passes N] [--sa-sample N]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,6 +64,11 @@ parse=1
 parse_size=256M
 parse_synth=
 msg_dirs=()
+rules_bench=1
+rules_size=32M
+sa_rules=/usr/share/spamassassin
+match_passes=2
+sa_sample=100
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
@@ -70,6 +89,11 @@ while [ $# -gt 0 ]; do
     --parse-size) parse_size=$2; shift ;;
     --parse-synth) parse_synth=1 ;;
     --messages) msg_dirs+=("$(realpath "$2")"); shift ;;
+    --no-rules-bench) rules_bench= ;;
+    --rules-size) rules_size=$2; shift ;;
+    --sa-rules) sa_rules=$2; shift ;;
+    --match-passes) match_passes=$2; shift ;;
+    --sa-sample) sa_sample=$2; shift ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -89,13 +113,14 @@ else
   meson configure "$build" -Dbuildtype=release >/dev/null
 fi
 targets=(engine/breakwater bench/rx_ceiling bench/memcpy_bench bench/flow_mem
-         bench/session_mem)
+         bench/session_mem bench/bench_match)
 ninja -C "$build" "${targets[@]}" >/dev/null
 engine="$build/engine/breakwater"
 rx="$build/bench/rx_ceiling"
 mcpy="$build/bench/memcpy_bench"
 fmem="$build/bench/flow_mem"
 smem="$build/bench/session_mem"
+bmatch="$build/bench/bench_match"
 
 # --- the capture ----------------------------------------------------------------
 # Default template: the Zeek project's smtp.pcap (a real session) when the
@@ -172,6 +197,43 @@ if [ -n "$parse" ]; then
   fi
 fi
 
+# --- the rules capture: a smaller corpus capture (the stock rules run at
+# hundreds of messages/s), same generator and seed -----------------------------
+rules_skip=
+if [ -z "$rules_bench" ]; then
+  rules_skip="--no-rules-bench"
+elif [ -z "$parse" ]; then
+  rules_skip="no corpus capture (${parse_skip:---no-parse})"
+elif [ -n "$parse_synth" ]; then
+  rules_skip="--parse-synth: generated messages have no files for the matching ceiling"
+else
+  # the truth names files relative to their folder's parent: one parent only
+  msg_root=$(dirname "${msg_dirs[0]}")
+  for d in "${msg_dirs[@]}"; do
+    [ "$(dirname "$d")" = "$msg_root" ] ||
+      rules_skip="message folders with different parents ($d)"
+  done
+fi
+if [ -z "$rules_skip" ]; then
+  pcap_rules="$workdir/smtp-rules-$rules_size-$pkey.pcap"
+  pgen "$pcap_rules" "$rules_size"
+  truth_rules="${pcap_rules%.pcap}.truth.jsonl"
+  # rule sets: label and engine arguments (bench_match takes the same --rules)
+  rset_labels=(rules)
+  rset_args=("--rules $root/rules")
+  if [ -d "$sa_rules" ]; then
+    rset_labels+=(stock both)
+    rset_args+=("--rules $sa_rules" "--rules $root/rules --rules $sa_rules")
+  else
+    log "no stock SpamAssassin rules in $sa_rules: rules/ only"
+  fi
+  # the compiled-database cache of every rules run (compile times use their own)
+  rcache="$workdir/rules-cache"
+  mkdir -p "$rcache"
+else
+  log "rules section skipped: $rules_skip"
+fi
+
 res=$(mktemp -d /tmp/breakwater-bench/run.XXXXXX)
 if [ -z "$keep" ]; then trap 'rm -rf "$res"' EXIT; else log "results in $res"; fi
 
@@ -197,11 +259,45 @@ if [ -z "$keep" ]; then trap 'rm -rf "$res"' EXIT; else log "results in $res"; f
     echo "parse_gen_args=--size $parse_size ${pgen_args[*]}"
     echo "parse_truth_tx=$(wc -l <"${pcap_smtp%.pcap}.truth.jsonl")"
   fi
+  echo "rules_skip=$rules_skip"
+  if [ -z "$rules_skip" ]; then
+    echo "rules=1"
+    echo "rules_pcap=$pcap_rules"
+    echo "rules_gen=$(grep '^gen-smtp-pcap ' "$pcap_rules.log" | tail -1)"
+    echo "rules_gen_args=--size $rules_size ${pgen_args[*]}"
+    echo "rules_sets=${rset_labels[*]}"
+    for k in "${!rset_labels[@]}"; do echo "rules_args_${rset_labels[$k]}=${rset_args[$k]}"; done
+    echo "match_passes=$match_passes"
+    echo "sa_rules=$sa_rules"
+  fi
 } >"$res/meta"
 
 # Warm the page cache so the first run does not measure the disk.
 cat "$big" >/dev/null
 [ -n "$parse" ] && cat "$pcap_smtp" >/dev/null
+
+# --- compile times (once, before the rounds): cold = empty cache directory,
+# warm = the same again; then the bench cache is filled for the rounds -------------
+if [ -z "$rules_skip" ]; then
+  for k in "${!rset_labels[@]}"; do
+    l=${rset_labels[$k]}
+    # check-rules takes the directories without --rules
+    # shellcheck disable=SC2086
+    dirs=$(echo ${rset_args[$k]} | sed 's/--rules //g')
+    cold=$(mktemp -d "$workdir/cache-cold.XXXXXX")
+    for w in cold warm; do
+      log "compile ($w): check-rules $l"
+      # shellcheck disable=SC2086
+      BW_CACHE_DIR=$cold /usr/bin/time -f '%e %M %U' -o "$res/compile-$l-$w.time" \
+        "$engine" check-rules $dirs >"$res/compile-$l-$w.out" 2>&1 ||
+        log "check-rules $l ($w) exited $? (see the report)"
+    done
+    rm -rf "$cold"
+    # shellcheck disable=SC2086
+    BW_CACHE_DIR=$rcache "$engine" check-rules $dirs >/dev/null 2>&1 || true
+  done
+  cat "$pcap_rules" >/dev/null
+fi
 
 # --- timed runs, interleaved -------------------------------------------------------
 for i in $(seq 1 "$repeat"); do
@@ -233,6 +329,27 @@ for i in $(seq 1 "$repeat"); do
     "$rx" "$pcap_smtp" >"$res/parse-rx.$i.out" 2>"$res/parse-rx.$i.err" ||
       { log "rx_ceiling failed (round $i):"; tail -5 "$res/parse-rx.$i.err" >&2; exit 1; }
   fi
+  if [ -z "$rules_skip" ]; then
+    # the engine with each rule set and without rules, then the matching
+    # ceiling for each rule set, back to back on the same messages
+    for k in "${!rset_labels[@]}" none; do
+      if [ "$k" = none ]; then l=none; a="--no-rules"; else l=${rset_labels[$k]}; a=${rset_args[$k]}; fi
+      log "round $i/$repeat: engine $a on the rules capture"
+      # shellcheck disable=SC2086
+      BW_CACHE_DIR=$rcache /usr/bin/time -f '%e %M' -o "$res/rules-$l.$i.time" \
+        "$engine" --pcap "$pcap_rules" $a >/dev/null 2>"$res/rules-$l.$i.err" ||
+        { log "engine $a failed (round $i):"; tail -5 "$res/rules-$l.$i.err" >&2; exit 1; }
+    done
+    for k in "${!rset_labels[@]}"; do
+      l=${rset_labels[$k]}
+      log "round $i/$repeat: bench_match $l ($match_passes passes)"
+      # shellcheck disable=SC2086
+      BW_CACHE_DIR=$rcache "$bmatch" ${rset_args[$k]} --label "$l" --passes "$match_passes" \
+        --truth "$truth_rules" --root "$msg_root" >"$res/match-$l.$i.out" \
+        2>"$res/match-$l.$i.err" ||
+        { log "bench_match $l failed (round $i):"; tail -5 "$res/match-$l.$i.err" >&2; exit 1; }
+    done
+  fi
   log "round $i/$repeat: memcpy_bench"
   "$mcpy" >"$res/memcpy.$i.out" 2>/dev/null
 done
@@ -242,6 +359,24 @@ log "session_mem"
 "$smem" >"$res/session_mem.out" 2>"$res/session_mem.err" || log "session_mem failed"
 
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$res/meta"
+
+# --- the peer: SpamAssassin, local tests only, one spamd child ---------------------
+# bench/sa_peer.py starts spamd, sends the first --sa-sample messages of the
+# rules capture (its truth, in order) one at a time through spamc, and stops
+# spamd by the PID it wrote.
+if [ -z "$rules_skip" ]; then
+  log "SpamAssassin peer: spamd --local, one child, $sa_sample messages"
+  echo "sa_loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$res/meta"
+  python3 "$here/sa_peer.py" --truth "$truth_rules" --root "$msg_root" \
+    --sample "$sa_sample" --workdir "$res" >"$res/sa.out" 2>"$res/sa.err" ||
+    log "SpamAssassin peer failed: $(tail -1 "$res/sa.err")"
+  echo "sa_loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$res/meta"
+  if command -v rspamd >/dev/null; then
+    echo "rspamd=installed, not measured by run.sh" >>"$res/meta"
+  else
+    echo "rspamd=$(apt-cache policy rspamd 2>/dev/null | awk '/Candidate:/ {print $2}')" >>"$res/meta"
+  fi
+fi
 
 # --- instruction counts (repeatable, unlike time on a shared machine) -------------
 if [ -n "$callgrind" ] && command -v valgrind >/dev/null; then
@@ -290,6 +425,29 @@ fi
 # --- where the time goes (sampling, on the big capture) ----------------------------
 if [ -n "$perf" ] && command -v perf >/dev/null &&
    perf record -q -e cpu-clock -o "$res/perf-probe.data" true >/dev/null 2>&1; then
+  if [ -z "$rules_skip" ] && [ -f "$res/rules-stock.1.err" ]; then
+    # the engine with the stock rules on the rules capture, sampled from when
+    # its packet loop starts (80% of wall - loop time, as below)
+    rdelay=$(python3 -c '
+import re, sys
+d = sys.argv[1]
+wall = float(open(f"{d}/rules-stock.1.time").read().split()[-2])
+m = re.search(r"([\d.]+)\s*s in the packet loop", open(f"{d}/rules-stock.1.err").read())
+print(max(0, int((wall - (float(m.group(1)) if m else wall)) * 800)))
+' "$res") || rdelay=0
+    echo "perf_rules_delay_ms=$rdelay" >>"$res/meta"
+    log "perf record: engine with the stock rules (from ${rdelay} ms)"
+    if BW_CACHE_DIR=$rcache perf record -q -e cpu-clock -F 2000 -D "$rdelay" \
+         -o "$res/perf-rules.data" "$engine" --pcap "$pcap_rules" --rules "$sa_rules" \
+         >/dev/null 2>"$res/perf-rules.err"; then
+      perf report -i "$res/perf-rules.data" --stdio --no-children --sort dso,symbol \
+        2>/dev/null >"$res/perf-rules.txt" || true
+      perf report -i "$res/perf-rules.data" --stdio --no-children --sort dso \
+        2>/dev/null >"$res/perf-rules-dso.txt" || true
+    else
+      log "perf record of the engine with the stock rules failed"
+    fi
+  fi
   # Start sampling after most of the EAL start-up: 80% of (wall - engine
   # time) of round 1.
   delay=$(python3 - "$res" <<'EOF'
