@@ -11,56 +11,16 @@
 set -euo pipefail
 BW=${1:?usage: live_iface.sh BREAKWATER}
 
-[ "$(id -u)" -eq 0 ] || { echo "skip: needs root" >&2; exit 77; }
-for t in ip smtp-source smtp-sink python3; do
-	command -v "$t" >/dev/null || { echo "skip: $t missing" >&2; exit 77; }
-done
-
-tag=$$
-NS_C=bwl-c-$tag NS_S=bwl-s-$tag
-IF_C=bwlc$tag IF_S=bwls$tag
-IF_C=${IF_C:0:15} IF_S=${IF_S:0:15}
-A_C=198.18.1.1 A_S=198.18.1.2
-work=$(mktemp -d /tmp/bw-live.XXXXXX)
-chmod 755 "$work"
-pids=()
-
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-	ip netns del "$NS_C" 2>/dev/null || true
-	ip netns del "$NS_S" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$NS_C"
-ip netns add "$NS_S"
-ip link add "$IF_C" netns "$NS_C" type veth peer name "$IF_S" netns "$NS_S"
-ip -n "$NS_C" addr add "$A_C/24" dev "$IF_C"
-ip -n "$NS_S" addr add "$A_S/24" dev "$IF_S"
-for ns in "$NS_C" "$NS_S"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_C" link set "$IF_C" up
-ip -n "$NS_S" link set "$IF_S" up
-if command -v ethtool >/dev/null; then
-	ip netns exec "$NS_C" ethtool -K "$IF_C" tx off tso off gso off >/dev/null 2>&1 || true
-	ip netns exec "$NS_S" ethtool -K "$IF_S" tx off tso off gso off gro off >/dev/null 2>&1 || true
-fi
+. "$(dirname "$0")/netns.sh"
+netns_pair bwl 198.18.1.1 198.18.1.2
 
 ip netns exec "$NS_S" timeout 60 smtp-sink -u nobody "$A_S:25" 100 &
 pids+=($!)
-ip netns exec "$NS_S" timeout 60 "$BW" --iface "$IF_S" --flows -o "$work/records.json" 2>"$work/stderr" &
+ip netns exec "$NS_S" "$BW" --iface "$IF_S" --flows -o "$work/records.json" 2>"$work/stderr" &
 bw=$!
 pids+=($bw)
-
-# wait until the port is up (the EAL prints nothing at its default level):
-# the af_packet socket exists once breakwater's rx loop runs
-for _ in $(seq 1 100); do
-	if [ -d "/proc/$bw" ] && grep -q packet "/proc/$bw/net/protocols" 2>/dev/null &&
-	   ls -l "/proc/$bw/fd" 2>/dev/null | grep -q 'socket:'; then
-		break
-	fi
-	sleep 0.1
-done
+watchdog "$bw" 60
+wait_socket "$bw"   # the af_packet port is open once the receive loop runs
 sleep 1
 
 ip netns exec "$NS_C" timeout 30 smtp-source -s 2 -m 4 -r 3 -l 2000 -f sender@example.test \

@@ -11,40 +11,8 @@
 set -euo pipefail
 BW=${1:?usage: reload.sh BREAKWATER}
 
-[ "$(id -u)" -eq 0 ] || { echo "skip: needs root" >&2; exit 77; }
-for t in ip smtp-source smtp-sink python3; do
-	command -v "$t" >/dev/null || { echo "skip: $t missing" >&2; exit 77; }
-done
-
-tag=$$
-NS_C=bwr-c-$tag NS_S=bwr-s-$tag
-IF_C=bwrc$tag IF_S=bwrs$tag
-IF_C=${IF_C:0:15} IF_S=${IF_S:0:15}
-A_C=198.18.3.1 A_S=198.18.3.2
-work=$(mktemp -d /tmp/bw-reload.XXXXXX)
-chmod 755 "$work"
-pids=()
-
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-	ip netns del "$NS_C" 2>/dev/null || true
-	ip netns del "$NS_S" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$NS_C"
-ip netns add "$NS_S"
-ip link add "$IF_C" netns "$NS_C" type veth peer name "$IF_S" netns "$NS_S"
-ip -n "$NS_C" addr add "$A_C/24" dev "$IF_C"
-ip -n "$NS_S" addr add "$A_S/24" dev "$IF_S"
-for ns in "$NS_C" "$NS_S"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_C" link set "$IF_C" up
-ip -n "$NS_S" link set "$IF_S" up
-if command -v ethtool >/dev/null; then
-	ip netns exec "$NS_C" ethtool -K "$IF_C" tx off tso off gso off >/dev/null 2>&1 || true
-	ip netns exec "$NS_S" ethtool -K "$IF_S" tx off tso off gso off gro off >/dev/null 2>&1 || true
-fi
+. "$(dirname "$0")/netns.sh"
+netns_pair bwr 198.18.3.1 198.18.3.2
 
 mkdir "$work/rules"
 cat > "$work/rules/10_a.cf" <<'CF'
@@ -55,14 +23,11 @@ CF
 
 ip netns exec "$NS_S" timeout 90 smtp-sink -u nobody "$A_S:25" 100 &
 pids+=($!)
-# not under timeout(1): it forwards only the first SIGHUP and dies of the
-# second; a watchdog bounds the run instead
 ip netns exec "$NS_S" "$BW" --iface "$IF_S" --rules "$work/rules" \
 	-o "$work/records.json" 2>"$work/stderr" &
 bw=$!
 pids+=($bw)
-( sleep 90 & s=$!; trap 'kill $s 2>/dev/null; exit 0' TERM; wait $s; kill -INT "$bw" 2>/dev/null ) &
-pids+=($!)
+watchdog "$bw" 90
 
 wait_for() {   # pattern in breakwater's stderr, within 30 s
 	for _ in $(seq 1 300); do
@@ -78,10 +43,7 @@ send() {       # N messages
 		-t rcpt@example.test "$A_S:25"
 }
 
-for _ in $(seq 1 100); do
-	ls -l "/proc/$bw/fd" 2>/dev/null | grep -q 'socket:' && break
-	sleep 0.1
-done
+wait_socket "$bw"
 sleep 1
 send 2
 sleep 0.5
