@@ -108,6 +108,30 @@ void *mem_realloc(enum mem_tag tag, void *p, size_t size)
 	return q;
 }
 
+int mem_grow(enum mem_tag tag, void **arr, uint32_t *cap, uint32_t need, size_t elem,
+	     uint32_t first, uint32_t max)
+{
+	uint64_t nc = *cap ? *cap : (first ? first : 1);
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	if (max && need > max)
+		return -1;
+	while (nc < need)
+		nc *= 2;
+	if (max && nc > max)
+		nc = max;
+	if (nc > UINT32_MAX || nc * elem / elem != nc)
+		return -1;
+	p = mem_realloc(tag, *arr, (size_t)(nc * elem));
+	if (!p)
+		return -1;   /* mem_realloc counted it */
+	*arr = p;
+	*cap = (uint32_t)nc;
+	return 1;
+}
+
 void mem_free(enum mem_tag tag, void *p)
 {
 	if (!p)

@@ -47,6 +47,14 @@ void *mem_calloc(enum mem_tag tag, size_t n, size_t size);
 void *mem_realloc(enum mem_tag tag, void *p, size_t size);
 /* Frees p (NULL is fine); tag must be the one it was allocated with. */
 void mem_free(enum mem_tag tag, void *p);
+/* Makes room for `need` elements of `elem` bytes in the array *arr whose
+ * capacity is *cap: when *cap < need, the capacity doubles (from `first`
+ * when the array is empty) until it holds need, clamped to `max` (0: no
+ * bound). Returns 1 when it reallocated, 0 when there was room already, -1
+ * when need is over max or the allocation failed (counted in mem_stats);
+ * *arr and *cap are unchanged then and the old array stays valid. */
+int mem_grow(enum mem_tag tag, void **arr, uint32_t *cap, uint32_t need, size_t elem,
+	     uint32_t first, uint32_t max);
 /* Copies a NUL-terminated string (or the first n bytes for mem_strndup). */
 char *mem_strdup(enum mem_tag tag, const char *s);
 char *mem_strndup(enum mem_tag tag, const char *s, size_t n);

@@ -842,20 +842,14 @@ static void entity_begin(struct message *m, int32_t parent, uint16_t depth)
 		anomaly(m, MESSAGE_ANOM_TOO_MANY_PARTS);
 		goto skip;
 	}
-	if (m->nparts == m->parts_cap) {
-		uint32_t nc = m->parts_cap ? m->parts_cap * 2 : 4;
-		struct message_part *q;
-
-		if (nc > m->lim.max_parts)
-			nc = m->lim.max_parts;
-		q = mem_realloc(MEM_MESSAGE, m->parts, (size_t)nc * sizeof(*q));
-		if (!q) {
-			m->c.alloc_fail++;
-			goto skip;
-		}
+	switch (mem_grow(MEM_MESSAGE, (void **)&m->parts, &m->parts_cap, m->nparts + 1,
+			 sizeof(*m->parts), 4, m->lim.max_parts)) {
+	case -1:
+		m->c.alloc_fail++;
+		goto skip;
+	case 1:
 		m->allocs++;
-		m->parts = q;
-		m->parts_cap = nc;
+		break;
 	}
 	part = &m->parts[m->nparts];
 	memset(part, 0, sizeof(*part));
@@ -1183,20 +1177,14 @@ static int32_t hdr_store(struct message *m, const struct message_header *h)
 		anomaly(m, MESSAGE_ANOM_HEADER_STORE_FULL);
 		goto drop;
 	}
-	if (m->nhdrs == m->hdrs_cap) {
-		uint32_t nc = m->hdrs_cap ? m->hdrs_cap * 2 : 16;
-		struct hdr_slot *q;
-
-		if (nc > m->lim.max_headers)
-			nc = m->lim.max_headers;
-		q = mem_realloc(MEM_MESSAGE, m->hdrs, (size_t)nc * sizeof(*q));
-		if (!q) {
-			m->c.alloc_fail++;
-			goto drop;
-		}
+	switch (mem_grow(MEM_MESSAGE, (void **)&m->hdrs, &m->hdrs_cap, m->nhdrs + 1,
+			 sizeof(*m->hdrs), 16, m->lim.max_headers)) {
+	case -1:
+		m->c.alloc_fail++;
+		goto drop;
+	case 1:
 		m->allocs++;
-		m->hdrs = q;
-		m->hdrs_cap = nc;
+		break;
 	}
 	old = m->hstore.p;
 	if (buf_grow(m, &m->hstore, m->hstore.len + need) < 0)

@@ -259,23 +259,6 @@ void verdict_free(struct verdict *v)
 	mem_free(MEM_RULES, v);
 }
 
-static bool grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
-{
-	uint32_t c = *cap ? *cap : 32;
-	void *p;
-
-	if (need <= *cap)
-		return true;
-	while (c < need)
-		c *= 2;
-	p = mem_realloc(MEM_RULES, *arr, (size_t)c * elem);
-	if (!p)
-		return false;
-	*arr = p;
-	*cap = c;
-	return true;
-}
-
 static inline bool is_ws(char c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
@@ -295,8 +278,8 @@ static uint32_t body_paragraphs(struct verdict *v, const struct message *m,
 	uint32_t n = 0;
 	char *out;
 
-	if (!grow((void **)&v->norm, &v->cap_norm, (uint32_t)(len + 2), 1) ||
-	    !grow((void **)&v->paras, &v->cap_paras, 1, sizeof(*v->paras)))
+	if (mem_grow(MEM_RULES, (void **)&v->norm, &v->cap_norm, (uint32_t)(len + 2), 1, 32, 0) < 0 ||
+	    mem_grow(MEM_RULES, (void **)&v->paras, &v->cap_paras, 1, sizeof(*v->paras), 32, 0) < 0)
 		return 0;
 	out = v->norm;
 	/* element 0: the Subject, which the message stage wrote first */
@@ -380,7 +363,8 @@ static uint32_t body_paragraphs(struct verdict *v, const struct message *m,
 		}
 		if (!any)
 			break;
-		if (!grow((void **)&v->paras, &v->cap_paras, n + 1, sizeof(*v->paras)))
+		if (mem_grow(MEM_RULES, (void **)&v->paras, &v->cap_paras, n + 1,
+			     sizeof(*v->paras), 32, 0) < 0)
 			break;
 		v->paras[n].p = out + start;
 		v->paras[n].len = o - start;
@@ -413,7 +397,8 @@ void verdict_build_views(struct verdict *v, const struct message *m, const struc
 
 	memset(&mm, 0, sizeof(mm));
 	nh = message_header_count(m);
-	if (grow((void **)&v->hdrs, &v->cap_hdrs, nh ? nh : 1, sizeof(*v->hdrs))) {
+	if (mem_grow(MEM_RULES, (void **)&v->hdrs, &v->cap_hdrs, nh ? nh : 1,
+		     sizeof(*v->hdrs), 32, 0) >= 0) {
 		for (uint32_t i = 0; i < nh; i++) {
 			const struct message_header *h = message_header_at(m, i);
 
@@ -437,7 +422,8 @@ void verdict_build_views(struct verdict *v, const struct message *m, const struc
 	mm.rawbody = rawbody ? raw : NULL;
 	mm.nrawbody = rawbody ? 1 : 0;
 	nu = message_uri_count(m);
-	if (nu && grow((void **)&v->uris, &v->cap_uris, nu, sizeof(*v->uris))) {
+	if (nu && mem_grow(MEM_RULES, (void **)&v->uris, &v->cap_uris, nu,
+			   sizeof(*v->uris), 32, 0) >= 0) {
 		for (uint32_t i = 0; i < nu; i++) {
 			size_t ul = 0;
 

@@ -28,6 +28,26 @@ int main(void)
 	CHECK(mem_allocator_name()[0] != '\0');
 	fprintf(stderr, "allocator: %s\n", mem_allocator_name());
 
+	/* mem_grow: doubling from first, clamped to max, refusing past it */
+	{
+		uint32_t *arr = NULL, cap = 0;
+
+		CHECK(mem_grow(MEM_MISC, (void **)&arr, &cap, 1, sizeof(*arr), 4, 10) == 1);
+		CHECK_EQ_U64(cap, 4);
+		CHECK(mem_grow(MEM_MISC, (void **)&arr, &cap, 4, sizeof(*arr), 4, 10) == 0);
+		CHECK(mem_grow(MEM_MISC, (void **)&arr, &cap, 5, sizeof(*arr), 4, 10) == 1);
+		CHECK_EQ_U64(cap, 8);
+		CHECK(mem_grow(MEM_MISC, (void **)&arr, &cap, 9, sizeof(*arr), 4, 10) == 1);
+		CHECK_EQ_U64(cap, 10);   /* 16 clamped to max */
+		arr[9] = 7;
+		CHECK(mem_grow(MEM_MISC, (void **)&arr, &cap, 11, sizeof(*arr), 4, 10) == -1);
+		CHECK(cap == 10 && arr[9] == 7);   /* untouched on refusal */
+		CHECK(mem_grow(MEM_MISC, (void **)&arr, &cap, 100, sizeof(*arr), 4, 0) == 1);
+		CHECK_EQ_U64(cap, 160);
+		mem_free(MEM_MISC, arr);
+		CHECK_EQ_U64(mem_in_use_total(), 0);
+	}
+
 	json_init(&j);
 	json_begin(&j);
 	json_kv_cstr(&j, "a", "x\"y\\z\n\t\x01");
