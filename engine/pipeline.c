@@ -181,18 +181,11 @@ static void on_data(void *user, void *owner, int dir, const uint8_t *p, uint32_t
 static void on_gap(void *user, void *owner, int dir, uint32_t n)
 {
 	struct pipeline *pl = user;
-	struct flow *f = owner;
-	struct flow_app *a = f->app;
+	struct flow_app *a;
 
-	if (a && a->smtp)
+	/* app_of() makes the session if need be: a gap before any byte still tells */
+	if (pl->cfg.smtp && (a = app_of(pl, owner)) && a->smtp)
 		smtp_gap(a->smtp, dir, n);
-	else if (pl->cfg.smtp && (a = app_of(pl, f)) && a->smtp)
-		smtp_gap(a->smtp, dir, n);   /* a gap before any byte still tells */
-}
-
-static void on_end(void *user, void *owner, int dir, enum reasm_end why)
-{
-	(void)user; (void)owner; (void)dir; (void)why;
 }
 
 /* Ends everything the flow feeds (streams, consumer), writes its record and
@@ -244,7 +237,9 @@ static void flow_close(struct pipeline *pl, struct flow *f, enum flow_end why)
 struct pipeline *pipeline_new(const struct pipeline_config *cfg, int linktype,
 			      struct output *out)
 {
-	static const struct reasm_ops rops = { on_data, on_gap, on_end };
+	/* no end callback: a stream's end matters only with its flow's, which
+	 * flow_finish() handles (smtp_end, the record) */
+	static const struct reasm_ops rops = { on_data, on_gap, NULL };
 	struct flow_ops fops = { .release = on_release };
 	struct pipeline *pl;
 
