@@ -1292,7 +1292,17 @@ static void rule_apply(struct storm_tracker *t, struct storm_txctx *c, uint32_t 
 			return;
 	}
 	k = key_at(t, idx);
-	key_rotate(t, r, k, seq);
+	if (found && seq > k->head) {
+		key_rotate(t, r, k, seq);
+		/* Buckets that left the window may have taken the key below its
+		 * threshold before this transaction arrived: emit that down now,
+		 * with the rotated value, as a timely storm_advance would have.
+		 * So the events do not depend on how often advance runs. */
+		if (k->flags & KEY_F_OVER)
+			key_settle(t, ri, k, key_over_now(r, k));
+	} else {
+		key_rotate(t, r, k, seq);
+	}
 	if (found && !k->num && !k->den && (n_num || n_den || n_mem))
 		k->first_ns = t->now;   /* its window emptied: this activity starts now */
 	t->st.updates++;

@@ -563,6 +563,47 @@ static void test_crossings(void)
 	storm_free(t);
 }
 
+/* A key whose window rotated below its threshold while no advance ran: the
+ * next transaction on it first gets the down event with the rotated value
+ * (not its own count added), then an up if its data crosses again. The
+ * events are the same whether or not storm_advance ran in between. */
+static void test_down_before_update(void)
+{
+	struct storm_rule r = rule("DUP", STORM_COUNT, STORM_F_MESSAGE,
+				   STORM_F_CLIENT_IP, 10 * SEC, 10, 3);
+	for (int with_advance = 0; with_advance < 2; with_advance++) {
+		struct ev_log log = { 0 };
+		struct storm_config cfg = { .max_ids = 4096, .max_keys = 1024,
+					     .on_event = on_event, .user = &log };
+		struct storm_tracker *t = storm_new(&cfg, &r, 1);
+		struct storm_hits hits;
+		struct txb b;
+
+		/* 4 messages at 0..3 s: over (4 > 3) at 3 s. */
+		for (int i = 0; i < 4; i++)
+			storm_observe(t, mk(&b, (uint64_t)i * SEC, "10.9.0.1", "s@x", "r@x", NULL),
+				      &hits);
+		CHECK_EQ_U64(log.n, 1);
+		/* At 11.5 s buckets 0 and 1 have left: 2 remain, below. */
+		if (with_advance)
+			storm_advance(t, 11 * SEC + SEC / 2, 1000);
+		storm_observe(t, mk(&b, 11 * SEC + SEC / 2, "10.9.0.1", "s@x", "r@x", NULL), &hits);
+		CHECK_EQ_U64(log.n, 2);
+		CHECK_EQ_U64(log.e[1].ev.dir, STORM_DOWN);
+		CHECK_EQ_U64(log.e[1].ev.value, 2);
+		CHECK_EQ_U64(log.e[1].ev.ts_ns, 11 * SEC + SEC / 2);
+		CHECK_EQ_U64(hits.n, 0);   /* 3 in the window now: not over */
+		/* One more in the same bucket crosses up again, at 4. */
+		storm_observe(t, mk(&b, 11 * SEC + 9 * SEC / 10, "10.9.0.1", "s@x", "r@x", NULL), &hits);
+		CHECK_EQ_U64(log.n, 3);
+		CHECK_EQ_U64(log.e[2].ev.dir, STORM_UP);
+		CHECK_EQ_U64(log.e[2].ev.value, 4);
+		CHECK_EQ_U64(hits.n, 1);
+		CHECK_EQ_U64(storm_validate(t), 0);
+		storm_free(t);
+	}
+}
+
 /* ---- id recycling under churn --------------------------------------- */
 
 static void test_churn(void)
@@ -736,6 +777,7 @@ int main(void)
 	test_random_union_n(20, 9);
 	test_signals();
 	test_crossings();
+	test_down_before_update();
 	test_churn();
 	test_mem_cap();
 	test_rule_check();
