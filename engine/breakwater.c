@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <rte_cycles.h>
 #include <rte_mbuf.h>
 
 #include "bw-config.h"
@@ -34,6 +35,10 @@
 
 #define BURST 32
 #define LINEAR_MAX 65536 + 512
+#define REPLAY_MAX_PASSES 100000
+#define REPLAY_MEM_DEFAULT (2ull << 30)
+#define REPLAY_POOL_SLACK 1024      /* mbufs beyond the frames: a receive burst, caches */
+#define REPLAY_PREFETCH 4           /* frames ahead whose first bytes are prefetched */
 
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reload_requested;
@@ -74,6 +79,15 @@ static void usage(FILE *f)
 "                         and DIR/<flow_id>.toclient (gap bytes are left out)\n"
 "  -q, --quiet            no summary, no progress\n"
 "  -v, --verbose          DPDK logs at info level\n"
+"  --summary-json FILE    also write the summary's figures to FILE as one JSON object\n"
+"                         (written with -q too)\n"
+"benchmark:\n"
+"  --replay N             with --pcap: receive the whole capture into memory once, then\n"
+"                         run N passes over it, each as new flows (addresses moved,\n"
+"                         timestamps shifted); the summary times the passes only\n"
+"  --replay-mem SIZE      refuse --replay when holding the capture needs more [2G]\n"
+"  --stage-times          time each stage (decode, flow, reassembly, smtp, message,\n"
+"                         match, storm, output) with the TSC; a stages line in the summary\n"
 "rules:\n"
 "  --rules DIR            rule directory (*.cf in name order) or file; may be repeated\n"
 "                         [the rules/ shipped with breakwater]\n"
@@ -138,6 +152,16 @@ static double mono_s(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of this thread (the worker): what the loop cost when the machine
+ * is shared, beside its wall time. */
+static double thread_cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -287,6 +311,7 @@ static int cmd_score(int argc, char **argv)
 			rc = 1;
 			break;
 		}
+		verdict_begin(v, m);    /* full rules: the raw message streamed */
 		message_feed(m, (const uint8_t *)buf, len);
 		message_end(m);
 		h = verdict_message(v, m, NULL);
@@ -387,6 +412,15 @@ static void reload_start(struct reload *r)
 	fprintf(stderr, "breakwater: SIGHUP: reloading the rules\n");
 }
 
+/* Storm records, charged to the output stage (--stage-times). */
+static void storm_sink(void *o, const struct storm_event *ev)
+{
+	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_OUTPUT);
+
+	output_storm_record(o, ev);
+	pipeline_stage_enter(prev);
+}
+
 /* Swaps in a finished reload's rules. Returns the verdict in force. */
 static struct verdict *reload_finish(struct reload *r, struct pipeline *pl,
 				     struct verdict *cur, struct output *out)
@@ -407,16 +441,131 @@ static struct verdict *reload_finish(struct reload *r, struct pipeline *pl,
 		fprintf(stderr, "breakwater: rules reloaded (track rules unchanged: windows kept)\n");
 	else
 		fprintf(stderr, "breakwater: rules reloaded (track rules changed: windows start anew)\n");
-	verdict_set_event_sink(nv, output_storm_record, out);
+	verdict_set_event_sink(nv, storm_sink, out);
 	pl->verdict = nv;
 	verdict_free(cur);
 	return nv;
+}
+
+/* Between bursts: starts a reload SIGHUP asked for, swaps in one that is done. */
+static struct verdict *reload_poll(struct reload *r, struct pipeline *pl,
+				   struct verdict *cur, struct output *out)
+{
+	if (reload_requested && !r->running) {
+		reload_requested = 0;
+		reload_start(r);
+	}
+	if (r->running)
+		cur = reload_finish(r, pl, cur, out);
+	return cur;
+}
+
+/* The cost of one stage change with the clock on (a TSC read and the
+ * bookkeeping), for the summary: the best of a few short batches, so a
+ * preemption does not count. Leaves the clock stopped. */
+static double stage_change_ns(void)
+{
+	enum { N = 2000, BATCHES = 16 };
+	uint64_t best = UINT64_MAX;
+
+	pipeline_stages_start();
+	for (int b = 0; b < BATCHES; b++) {
+		uint64_t t0 = rte_rdtsc(), t1;
+
+		for (int i = 0; i < N; i++)
+			pipeline_stage_enter(i & 1 ? PIPELINE_STAGE_DECODE : PIPELINE_STAGE_OTHER);
+		t1 = rte_rdtsc();
+		if (t1 - t0 < best)
+			best = t1 - t0;
+	}
+	pipeline_stages_pause();
+	return (double)best * 1e9 / (double)rte_get_tsc_hz() / N;
+}
+
+/* --replay: the capture held in memory and what the passes took. */
+struct replay {
+	unsigned passes;             /* 0: not a replay */
+	uint64_t mem_cap;
+	struct capture_file_info fi;
+	struct capture_store st;
+	uint32_t stride;
+	uint64_t shift_ns;
+	double load_s, rewrite_s;
+	double *pass_s;
+	double cpu_s;                /* thread CPU time of the passes */
+};
+
+/* Runs rp->passes passes over the held frames. Pass k sees every address
+ * moved by k strides (rewritten before the pass starts, outside its time)
+ * and every timestamp shifted by k * (span + 1 s + the longest track window); each pass's time goes to
+ * rp->pass_s. Returns the verdict in force (a reload may swap it). */
+static struct verdict *replay_passes(struct replay *rp, struct pipeline *pl, int linktype,
+				     struct verdict *verdict, struct reload *reload,
+				     struct output *out, bool stage_times, bool progress)
+{
+	static uint8_t linear[LINEAR_MAX];
+	const struct capture_frame *fr = rp->st.f;
+	uint64_t n = rp->st.n;
+	double t_last_progress = 0;
+
+	for (unsigned k = 0; k < rp->passes && !stop_requested; k++) {
+		uint64_t ts_add = (uint64_t)k * rp->shift_ns;
+		double t0;
+
+		if (k) {
+			t0 = mono_s();
+			capture_store_shift(&rp->st, linktype, rp->stride);
+			rp->rewrite_s += mono_s() - t0;
+		}
+		if (stage_times)
+			pipeline_stages_resume();
+		t0 = mono_s();
+		rp->cpu_s -= thread_cpu_s();
+		for (uint64_t i = 0; i < n && !stop_requested; i += BURST) {
+			uint64_t end = i + BURST < n ? i + BURST : n;
+
+			verdict = reload_poll(reload, pl, verdict, out);
+			for (uint64_t j = i; j < end; j++) {
+				const uint8_t *data = fr[j].data;
+				uint32_t len = fr[j].len;
+
+				if (fr[j].seg_len < len) {
+					/* a frame larger than one mbuf: make it contiguous */
+					if (len > sizeof(linear))
+						len = sizeof(linear);
+					data = rte_pktmbuf_read(fr[j].m, 0, len, linear);
+				}
+				if (j + REPLAY_PREFETCH < n)
+					rte_prefetch0(fr[j + REPLAY_PREFETCH].data);
+				pipeline_packet(pl, data, len, fr[j].ts_ns + ts_add);
+			}
+			pipeline_housekeeping(pl);
+			if (progress && (i & 0x3ff) == 0) {
+				double t = mono_s();
+
+				if (t - t_last_progress > 0.5) {
+					t_last_progress = t;
+					fprintf(stderr, "\r  pass %u/%u  %5.1f%%  %llu packets   ", k + 1,
+						rp->passes, 100.0 * (double)i / (double)(n ? n : 1),
+						(unsigned long long)pl->stats.packets);
+				}
+			}
+		}
+		rp->pass_s[k] = mono_s() - t0;
+		rp->cpu_s += thread_cpu_s();
+		if (stage_times)
+			pipeline_stages_pause();
+	}
+	if (progress && t_last_progress > 0)
+		fprintf(stderr, "\r%60s\r", "");
+	return verdict;
 }
 
 enum {
 	OPT_PCAP = 256, OPT_IFACE, OPT_EAL, OPT_PORT, OPT_FLOWS, OPT_NO_FLOWS, OPT_DUMP,
 	OPT_SMTP_PORTS, OPT_TLS_PORTS, OPT_MAX_FLOWS, OPT_FLOW_TIMEOUT, OPT_STREAM_MEMCAP,
 	OPT_REASM_MEMCAP, OPT_NO_CSUM, OPT_VERSION, OPT_NO_SMTP, OPT_RULES, OPT_NO_RULES,
+	OPT_REPLAY, OPT_REPLAY_MEM, OPT_STAGE_TIMES, OPT_SUMMARY_JSON,
 };
 
 int main(int argc, char **argv)
@@ -442,6 +591,10 @@ int main(int argc, char **argv)
 		{"stream-memcap", required_argument, NULL, OPT_STREAM_MEMCAP},
 		{"reasm-memcap", required_argument, NULL, OPT_REASM_MEMCAP},
 		{"no-checksum", no_argument, NULL, OPT_NO_CSUM},
+		{"replay", required_argument, NULL, OPT_REPLAY},
+		{"replay-mem", required_argument, NULL, OPT_REPLAY_MEM},
+		{"stage-times", no_argument, NULL, OPT_STAGE_TIMES},
+		{"summary-json", required_argument, NULL, OPT_SUMMARY_JSON},
 		{"version", no_argument, NULL, OPT_VERSION},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -459,10 +612,14 @@ int main(int argc, char **argv)
 	const char *rule_dirs[MAX_RULE_DIRS];
 	struct verdict *verdict = NULL;
 	struct reload reload = { .running = false };
-	double t_start = mono_s(), t_loop, t_last_progress = 0;
+	double t_start = mono_s(), t_loop, t_last_progress = 0, cpu_loop;
 	uint64_t file_bytes = 0;
-	bool progress, live;
+	bool progress, live, stage_times = false;
 	static uint8_t linear[LINEAR_MAX];
+	struct replay rp = { .passes = 0, .mem_cap = REPLAY_MEM_DEFAULT };
+	const char *json_path = NULL;
+	FILE *json_f = NULL;
+	double change_ns = 0;
 
 	if (argc > 1 && strcmp(argv[1], "check-rules") == 0)
 		return cmd_check_rules(argc - 2, (const char **)argv + 2);
@@ -512,6 +669,14 @@ int main(int argc, char **argv)
 			pcfg.reasm.global_memcap = parse_size(optarg, "--reasm-memcap");
 			break;
 		case OPT_NO_CSUM: pcfg.decode.verify_checksums = false; break;
+		case OPT_REPLAY:
+			rp.passes = (unsigned)parse_uint(optarg, "--replay", REPLAY_MAX_PASSES);
+			if (!rp.passes)
+				die_usage("%s must be at least 1", "--replay");
+			break;
+		case OPT_REPLAY_MEM: rp.mem_cap = parse_size(optarg, "--replay-mem"); break;
+		case OPT_STAGE_TIMES: stage_times = true; break;
+		case OPT_SUMMARY_JSON: json_path = optarg; break;
 		case OPT_VERSION: printf("breakwater %s\n", BW_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -523,6 +688,8 @@ int main(int argc, char **argv)
 	if (nsrc != 1)
 		die_usage("%s", nsrc ? "give only one of --pcap, --iface, --eal"
 				     : "nothing to read: give --pcap FILE or --iface IF");
+	if (rp.passes && ccfg.source != CAPTURE_PCAP)
+		die_usage("%s", "--replay replays a capture file: give --pcap FILE");
 	if (pcfg.dump_dir) {
 		struct stat st;
 
@@ -543,6 +710,41 @@ int main(int argc, char **argv)
 		}
 	}
 	setvbuf(out_f, NULL, _IOFBF, 1 << 20);
+	if (json_path) {
+		json_f = fopen(json_path, "w");
+		if (!json_f) {
+			fprintf(stderr, "breakwater: cannot write %s: %s\n", json_path, strerror(errno));
+			return 1;
+		}
+	}
+	if (rp.passes) {
+		/* count the frames first, to size a pool that holds them all */
+		uint16_t room;
+		uint64_t mbufs, need;
+		char b1[32], b2[32];
+
+		if (capture_file_scan(ccfg.pcap_path, &rp.fi, err, sizeof(err)) != 0) {
+			fprintf(stderr, "breakwater: %s\n", err);
+			return 1;
+		}
+		capture_store_plan(&rp.fi, &room, &mbufs, &need);
+		if (need > rp.mem_cap || mbufs + REPLAY_POOL_SLACK > UINT32_MAX) {
+			snprintf(b1, sizeof(b1), "%.1f MiB", (double)need / (1 << 20));
+			snprintf(b2, sizeof(b2), "%.1f MiB", (double)rp.mem_cap / (1 << 20));
+			fprintf(stderr, "breakwater: --replay: %s does not fit in memory: its %llu frames "
+				"need %llu mbufs of %u bytes, %s in all, more than --replay-mem %s "
+				"(raise --replay-mem or use a smaller capture)\n", ccfg.pcap_path,
+				(unsigned long long)rp.fi.frames, (unsigned long long)mbufs, room, b1, b2);
+			return 1;
+		}
+		ccfg.nb_mbufs = (unsigned)(mbufs + REPLAY_POOL_SLACK);
+		ccfg.mbuf_data_room = room;
+		rp.pass_s = calloc(rp.passes, sizeof(*rp.pass_s));
+		if (!rp.pass_s) {
+			fprintf(stderr, "breakwater: out of memory\n");
+			return 1;
+		}
+	}
 
 	if (pcfg.smtp && pcfg.tx_records && !no_rules) {
 		verdict = load_rules(rule_dirs, nrule_dirs, err, sizeof(err));
@@ -572,7 +774,28 @@ int main(int argc, char **argv)
 	}
 	pl->verdict = verdict;
 	if (verdict)
-		verdict_set_event_sink(verdict, output_storm_record, &out);
+		verdict_set_event_sink(verdict, storm_sink, &out);
+	if (rp.passes) {
+		double t0 = mono_s();
+
+		if (capture_load(&cap, &rp.st, rp.fi.frames, err, sizeof(err)) != 0 ||
+		    capture_store_stride(&rp.st, cap.linktype, rp.passes, &rp.stride) != 0) {
+			fprintf(stderr, "breakwater: --replay: %s\n", err[0] ? err :
+				"no address step keeps the passes apart");
+			capture_store_free(&rp.st);
+			pipeline_free(pl);
+			capture_close(&cap);
+			return 1;
+		}
+		rp.load_s = mono_s() - t0;
+		/* Passes apart by more than the longest track window: each
+		 * pass starts with the storm windows of the previous one
+		 * expired, so passes are the same work, not one growing storm. */
+		rp.shift_ns = rp.st.ts_max - rp.st.ts_min + 1000000000ull +
+			      verdict_max_window_ns(verdict);
+	}
+	if (stage_times)
+		change_ns = stage_change_ns();
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	if (verdict)
@@ -582,17 +805,20 @@ int main(int argc, char **argv)
 	live = ccfg.source != CAPTURE_PCAP;
 	progress = !quiet && isatty(STDERR_FILENO);
 
+	if (stage_times)
+		pipeline_stages_start();
+	if (rp.passes) {
+		pipeline_stages_pause();
+		verdict = replay_passes(&rp, pl, cap.linktype, verdict, &reload, &out,
+					stage_times, progress);
+	}
 	t_loop = mono_s();
-	while (!stop_requested) {
+	cpu_loop = thread_cpu_s();
+	while (!stop_requested && !rp.passes) {
 		struct rte_mbuf *m[BURST];
 		uint16_t n = capture_rx(&cap, m, BURST);
 
-		if (reload_requested && !reload.running) {
-			reload_requested = 0;
-			reload_start(&reload);
-		}
-		if (reload.running)
-			verdict = reload_finish(&reload, pl, verdict, &out);
+		verdict = reload_poll(&reload, pl, verdict, &out);
 
 		for (uint16_t i = 0; i < n; i++) {
 			const uint8_t *data = rte_pktmbuf_mtod(m[i], const uint8_t *);
@@ -644,9 +870,32 @@ int main(int argc, char **argv)
 		reload.running = false;
 		verdict_free(reload.result);
 	}
+	if (rp.passes && stage_times)
+		pipeline_stages_resume();
 	pipeline_finish(pl);
+	pipeline_stages_pause();
 	memset(&ri, 0, sizeof(ri));
 	ri.engine_s = mono_s() - t_loop;
+	ri.engine_cpu_s = thread_cpu_s() - cpu_loop + rp.cpu_s;
+	if (rp.passes) {
+		ri.finish_s = ri.engine_s;
+		for (unsigned k = 0; k < rp.passes; k++)
+			ri.engine_s += rp.pass_s[k];
+		ri.passes = rp.passes;
+		ri.replay_frames = rp.st.n;
+		ri.replay_bytes = rp.st.bytes;
+		ri.replay_mbufs = rp.st.mbufs;
+		ri.replay_pool_bytes = rp.st.pool_bytes;
+		ri.load_s = rp.load_s;
+		ri.rewrite_s = rp.rewrite_s;
+		ri.pass_s = rp.pass_s;
+		ri.replay_stride = rp.stride;
+		ri.replay_shift_ns = rp.shift_ns;
+	}
+	if (stage_times) {
+		ri.tsc_hz = rte_get_tsc_hz();
+		ri.stage_change_ns = change_ns;
+	}
 	ri.source = ccfg.pcap_path ? ccfg.pcap_path : ccfg.iface ? ccfg.iface : "eal";
 	{
 		uint64_t ipk;
@@ -661,11 +910,21 @@ int main(int argc, char **argv)
 	ri.wall_s = mono_s() - t_start;
 	if (!quiet)
 		output_summary(stderr, pl, &out, &ri);
+	if (json_f) {
+		int jerr = output_summary_json(json_f, pl, &out, &ri);
+
+		if (fclose(json_f) != 0 || jerr) {
+			fprintf(stderr, "breakwater: writing %s failed\n", json_path);
+			return 1;
+		}
+	}
 	pipeline_free(pl);
 	verdict_free(verdict);
 	output_fini(&out);
 	if (out_f != stdout)
 		fclose(out_f);
+	capture_store_free(&rp.st);
+	free(rp.pass_s);
 	capture_close(&cap);
 	return 0;
 }

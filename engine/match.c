@@ -52,7 +52,8 @@ struct match_entry {
 	bool multiple;          /* count every non-overlapping match */
 	bool nosubject;
 	uint32_t maxhits;       /* 0 = unlimited */
-	uint32_t absent_count;  /* header classes: matches when the field is unset */
+	uint32_t absent_count;  /* header classes: matches when the field is unset
+				 * (mimeheader: in a part without it) */
 	pcre2_code *re;         /* confirm / PCRE-only / counting; else NULL */
 	char *hs_pattern;       /* pattern as given to Hyperscan (MEM_RULES) */
 };
@@ -64,6 +65,8 @@ struct match_db {
 	const char *field;      /* header name (borrowed from the rule set) */
 	unsigned mods;          /* RULE_HDR_* extraction bits */
 	bool isolated;          /* one costly pattern alone (see costly_repeat) */
+	bool stream;            /* HS_MODE_STREAM: the full class's exact rules, fed
+				 * the raw message as it arrives (match_stream_*) */
 	bool prefilter;         /* holds prefilter (and PCRE-only) entries: kept
 				 * apart because prefilter patterns are costly to
 				 * compile together with exact ones */
@@ -94,6 +97,24 @@ struct match_set {
 	hs_scratch_t *proto_scratch;    /* allocated for every db; cloned per lcore */
 	pcre2_general_context *gctx;
 	struct match_counts counts;
+	/* streaming databases (full rules): indices into dbs and, per one,
+	 * the offset of its entries in a stream's mark array */
+	uint32_t *sdb;
+	uint32_t *sdb_off;
+	struct match_full_info full;
+};
+
+/* A message in flight through the streaming databases: one Hyperscan
+ * stream per database and a mark per entry, in one MEM_MATCH block (the
+ * Hyperscan stream states come from mem.h too: stream_alloc). */
+struct match_stream {
+	const struct match_set *ms;
+	uint32_t n;             /* streams (= ms->full.stream_dbs) */
+	bool failed;            /* a Hyperscan call failed: no more scanning */
+	bool closed;
+	size_t size;            /* bytes held, stream states included */
+	hs_stream_t **hs;       /* per streaming database; NULL: none (all PCRE) */
+	uint8_t *mark;          /* per entry: Hyperscan reported it */
 };
 
 struct match_scratch {
@@ -111,12 +132,11 @@ struct match_scratch {
 	uint32_t *acc_gen;
 	uint32_t *acc_list;
 	uint32_t nacc, agen;
+	bool first_wins;            /* the pass keeps each entry's first text's count */
 	/* field text assembly */
 	char *buf;
 	size_t buflen, bufcap;
 	bool buf_oom;
-	struct match_text *vals;    /* per-value pieces (mimeheader) */
-	uint32_t nvals, capvals;
 	struct match_scan_stats st;
 };
 
@@ -243,6 +263,9 @@ static int32_t db_get(struct match_set *ms, enum match_class cls, const char *fi
 	d->mods = mods;
 	d->prefilter = prefilter;
 	d->isolated = isolated;
+	/* the full class's exact rules see the raw message as it arrives;
+	 * what needs PCRE2 runs in block mode on the bounded copy */
+	d->stream = cls == MATCH_CLASS_FULL && !prefilter;
 	d->hs_error_expr = -1;
 	return (int32_t)ms->ndbs++;
 }
@@ -336,7 +359,8 @@ static uint32_t pcre_count(pcre2_code *re, pcre2_match_data *md, pcre2_match_con
  *
  * key = SHA-256 over a domain string and MATCH_CACHE_VERSION, hs_version(),
  * the platform (hs_populate_platform's tune, cpu_features and reserved
- * words, pointer size, byte order), the mode (HS_MODE_BLOCK) and the entry
+ * words, pointer size, byte order), the mode (HS_MODE_BLOCK, or
+ * HS_MODE_STREAM for the full class's streaming databases) and the entry
  * count, then per entry in database order (entry index = Hyperscan id): the
  * index, the kind before compiling, the Hyperscan flags, whether PCRE2 took
  * the regex (it decides compile_db's demotions) and the pattern's length and
@@ -441,7 +465,7 @@ static int cache_key(const struct cache_ctx *cc, struct match_db *d)
 	     digest_u64(c, cc->plat.tune) && digest_u64(c, cc->plat.cpu_features) &&
 	     digest_u64(c, cc->plat.reserved1) && digest_u64(c, cc->plat.reserved2) &&
 	     digest_u64(c, sizeof(void *)) && digest_u64(c, 0x0102030405060708ull) &&
-	     digest_u64(c, HS_MODE_BLOCK) && digest_u64(c, d->n);
+	     digest_u64(c, d->stream ? HS_MODE_STREAM : HS_MODE_BLOCK) && digest_u64(c, d->n);
 	for (uint32_t i = 0; ok && i < d->n; i++) {
 		const struct match_entry *e = &d->e[i];
 		size_t len = e->hs_pattern ? strlen(e->hs_pattern) : 0;
@@ -852,7 +876,8 @@ static void compile_db(struct match_db *d, const struct cache_ctx *cc, bool verb
 		}
 		if (n == 0)
 			break;
-		if (hs_compile_multi(pats, flags, ids, n, HS_MODE_BLOCK, NULL, &d->hs, &ce) == HS_SUCCESS)
+		if (hs_compile_multi(pats, flags, ids, n, d->stream ? HS_MODE_STREAM : HS_MODE_BLOCK,
+				     NULL, &d->hs, &ce) == HS_SUCCESS)
 			break;
 		d->hs = NULL;
 		if (ce && ce->expression >= 0 && (unsigned)ce->expression < n) {
@@ -878,10 +903,11 @@ static void compile_db(struct match_db *d, const struct cache_ctx *cc, bool verb
 out:
 	d->compile_s = now_s() - t0;
 	if (verbose)
-		fprintf(stderr, "match: %s%s%s: %u entries, %.3f s%s (first: %s)\n",
+		fprintf(stderr, "match: %s%s%s%s: %u entries, %.3f s%s (first: %s)\n",
 			d->field ? d->field : "", d->cls == MATCH_CLASS_BODY ? "body" :
 			d->cls == MATCH_CLASS_RAWBODY ? "rawbody" : d->cls == MATCH_CLASS_FULL ? "full" :
 			d->cls == MATCH_CLASS_URI ? "uri" : "", d->prefilter ? " prefilter" : "",
+			d->stream ? " stream" : "",
 			d->n, d->compile_s, d->cache_res & CACHE_RES_HIT ? " (cache hit)" : "",
 			d->n ? d->e[0].hs_pattern : "");
 	free(pats);
@@ -936,7 +962,10 @@ static int compile_all(struct match_set *ms, const struct cache_ctx *cc, unsigne
 static uint32_t absent_matches(const struct match_entry *e, const struct rule *r,
 			       pcre2_match_data *md)
 {
-	const char *v = r->if_unset ? r->if_unset : "";
+	/* mimeheader :raw reads "" in a part without the field (SpamAssassin's
+	 * raw_header() answers '', which is defined: if-unset never applies) */
+	const char *v = r->type == RULE_TYPE_MIMEHEADER && (r->mods & RULE_HDR_RAW) ? "" :
+			r->if_unset ? r->if_unset : "";
 
 	if (!e->re)
 		return 0;
@@ -1116,7 +1145,7 @@ static int add_regex_rule(struct match_set *ms, uint32_t id, pcre2_match_data *m
 		ms->counts.regex_failed++;
 		return 0;
 	}
-	if (r->type == RULE_TYPE_HEADER)
+	if (r->type == RULE_TYPE_HEADER || r->type == RULE_TYPE_MIMEHEADER)
 		e->absent_count = absent_matches(e, r, md);
 	return 0;
 }
@@ -1135,6 +1164,12 @@ static int finalize_db(struct match_set *ms, struct match_db *d)
 			continue;
 		}
 		ms->counts.kinds[e->kind]++;
+		if (d->cls == MATCH_CLASS_FULL) {
+			ms->full.rules++;
+			/* PCRE2 on the raw copy: confirm, PCRE only, counting */
+			if (e->kind != MATCH_KIND_EXACT || (e->multiple && e->re))
+				ms->full.copy_rules++;
+		}
 		ms->rule_db[e->rule] = (uint32_t)(d - ms->dbs);
 		ms->rule_entry[e->rule] = i;
 		if (e->kind == MATCH_KIND_PCRE || e->negate) {
@@ -1174,6 +1209,61 @@ static int finalize_db(struct match_set *ms, struct match_db *d)
 	}
 	if (d->n > ms->max_entries)
 		ms->max_entries = d->n;
+	return 0;
+}
+
+/* Hyperscan allocates stream state through its stream allocator: point it
+ * at mem.h so a message's streams are accounted (MEM_MATCH) like the rest.
+ * Process-wide, set once; only full-message streams use it. */
+static void *stream_alloc(size_t n)
+{
+	return mem_alloc(MEM_MATCH, n);
+}
+
+static void stream_free(void *p)
+{
+	mem_free(MEM_MATCH, p);
+}
+
+static pthread_once_t stream_alloc_once = PTHREAD_ONCE_INIT;
+
+static void stream_alloc_init(void)
+{
+	(void)hs_set_stream_allocator(stream_alloc, stream_free);
+}
+
+/* The streaming databases, in their final order, and what one message's
+ * streams cost. Returns 0 or -ENOMEM. */
+static int full_setup(struct match_set *ms)
+{
+	uint32_t n = 0, off = 0;
+	size_t bytes = 0;
+
+	for (uint32_t i = 0; i < ms->ndbs; i++)
+		n += ms->dbs[i].stream;
+	ms->full.need_copy = ms->full.copy_rules > 0;
+	if (!n)
+		return 0;
+	pthread_once(&stream_alloc_once, stream_alloc_init);
+	ms->sdb = mem_alloc(MEM_RULES, n * sizeof(uint32_t));
+	ms->sdb_off = mem_alloc(MEM_RULES, n * sizeof(uint32_t));
+	if (!ms->sdb || !ms->sdb_off)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < ms->ndbs; i++) {
+		const struct match_db *d = &ms->dbs[i];
+		size_t sz = 0;
+
+		if (!d->stream)
+			continue;
+		ms->sdb[ms->full.stream_dbs] = i;
+		ms->sdb_off[ms->full.stream_dbs++] = off;
+		off += d->n;
+		if (d->hs && hs_stream_size(d->hs, &sz) == HS_SUCCESS)
+			bytes += sz;
+	}
+	ms->full.stream_entries = off;
+	ms->full.stream_bytes = sizeof(struct match_stream) + n * sizeof(hs_stream_t *) + off +
+				bytes;
 	return 0;
 }
 
@@ -1271,6 +1361,8 @@ struct match_set *match_set_build(struct rule_set *rules, const struct match_bui
 			goto fail_alloc;
 	}
 	/* databases were reordered by compile_all: rule_db was filled after */
+	if (full_setup(ms) < 0)
+		goto fail_alloc;
 	ms->counts.compile_seconds = now_s() - t0;
 	return ms;
 fail_alloc:
@@ -1300,6 +1392,8 @@ void match_set_free(struct match_set *ms)
 		mem_free(MEM_RULES, d->neg);
 	}
 	hs_free_scratch(ms->proto_scratch);
+	mem_free(MEM_RULES, ms->sdb);
+	mem_free(MEM_RULES, ms->sdb_off);
 	mem_free(MEM_RULES, ms->dbs);
 	mem_free(MEM_RULES, ms->native);
 	mem_free(MEM_RULES, ms->rule_db);
@@ -1408,7 +1502,6 @@ void match_scratch_free(struct match_scratch *s)
 	mem_free(MEM_MATCH, s->acc_gen);
 	mem_free(MEM_MATCH, s->acc_list);
 	mem_free(MEM_MATCH, s->buf);
-	mem_free(MEM_MATCH, s->vals);
 	mem_free(MEM_MATCH, s);
 }
 
@@ -1490,6 +1583,8 @@ static void acc_add(struct match_scratch *s, uint32_t i, uint32_t n)
 		s->acc_gen[i] = s->agen;
 		s->acc[i] = 0;
 		s->acc_list[s->nacc++] = i;
+	} else if (s->first_wins) {
+		return;
 	}
 	s->acc[i] += n;
 }
@@ -1593,7 +1688,7 @@ int match_scan_texts(const struct match_set *ms, struct match_scratch *s, enum m
 	for (uint32_t i = 0; i < ms->ndbs; i++) {
 		const struct match_db *d = &ms->dbs[i];
 
-		if (d->cls != cls)
+		if (d->cls != cls || d->stream)
 			continue;
 		begin_pass(s);
 		for (uint32_t k = 0; k < nparts; k++)
@@ -1602,6 +1697,191 @@ int match_scan_texts(const struct match_set *ms, struct match_scratch *s, enum m
 				rc = -EIO;
 		end_pass(s, d, h);
 	}
+	return rc;
+}
+
+/* --- full rules: streaming --- */
+
+const struct match_full_info *match_set_full(const struct match_set *ms)
+{
+	return &ms->full;
+}
+
+struct match_stream *match_stream_open(const struct match_set *ms)
+{
+	uint32_t n = ms->full.stream_dbs;
+	size_t sz = sizeof(struct match_stream) + n * sizeof(hs_stream_t *) + ms->full.stream_entries;
+	struct match_stream *st;
+
+	if (!n)
+		return NULL;
+	st = mem_calloc(MEM_MATCH, 1, sz);
+	if (!st)
+		return NULL;
+	st->ms = ms;
+	st->n = n;
+	st->hs = (hs_stream_t **)(void *)(st + 1);
+	st->mark = (uint8_t *)(st->hs + n);
+	st->size = sz;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct match_db *d = &ms->dbs[ms->sdb[i]];
+		size_t ss = 0;
+
+		if (!d->hs)
+			continue;   /* every entry went to PCRE2: judged at close */
+		if (hs_open_stream(d->hs, 0, &st->hs[i]) != HS_SUCCESS) {
+			st->hs[i] = NULL;
+			match_stream_free(st);
+			return NULL;
+		}
+		if (hs_stream_size(d->hs, &ss) == HS_SUCCESS)
+			st->size += ss;
+	}
+	return st;
+}
+
+static int on_stream_match(unsigned int id, unsigned long long from, unsigned long long to,
+			   unsigned int flags, void *ctx)
+{
+	(void)from; (void)to; (void)flags;
+	((uint8_t *)ctx)[id] = 1;
+	return 0;
+}
+
+int match_stream_feed(const struct match_set *ms, struct match_scratch *s,
+		      struct match_stream *st, const void *p, size_t n)
+{
+	if (!st || st->ms != ms || s->ms != ms)
+		return -EINVAL;
+	if (st->failed)
+		return -EIO;
+	if (st->closed || n == 0)
+		return 0;
+	for (uint32_t i = 0; i < st->n; i++) {
+		const char *q = p;
+		size_t left = n;
+
+		if (!st->hs[i])
+			continue;
+		while (left) {
+			unsigned k = left > UINT32_MAX ? UINT32_MAX : (unsigned)left;
+
+			s->st.scans++;
+			s->st.bytes += k;
+			s->st.stream_bytes += k;
+			if (hs_scan_stream(st->hs[i], q, k, 0, s->hs, on_stream_match,
+					   st->mark + ms->sdb_off[i]) != HS_SUCCESS) {
+				s->st.hs_errors++;
+				st->failed = true;
+				return -EIO;
+			}
+			q += k;
+			left -= k;
+		}
+	}
+	return 0;
+}
+
+/* Result of a streaming entry Hyperscan reported (or a PCRE-only one):
+ * what needs PCRE2 runs on the raw copy. An exact rule stays a hit when the
+ * copy (cut at max_full) no longer holds its match: Hyperscan saw it. */
+static void judge_streamed(struct match_scratch *s, const struct match_db *d, uint32_t i,
+			   const char *copy, size_t len)
+{
+	const struct match_entry *e = &d->e[i];
+	uint32_t n;
+
+	if (e->kind == MATCH_KIND_EXACT && (!e->multiple || !e->re))
+		n = 1;
+	else if (!copy || !e->re)
+		n = e->kind == MATCH_KIND_EXACT;
+	else
+		n = pcre_count(e->re, s->md, s->mctx, copy, len, e->multiple ? e->maxhits : 1, &s->st);
+	if (!n && e->kind == MATCH_KIND_EXACT)
+		n = 1;
+	if (n)
+		acc_add(s, i, n);
+}
+
+int match_stream_close(const struct match_set *ms, struct match_scratch *s,
+		       struct match_stream *st, const char *copy, size_t copy_len,
+		       struct match_hits *h)
+{
+	bool failed;
+
+	if (!st || st->ms != ms || s->ms != ms)
+		return -EINVAL;
+	if (st->closed)
+		return 0;
+	st->closed = true;
+	s->st.streams++;
+	/* end of data: anchored ends ($, \z) match now */
+	for (uint32_t i = 0; i < st->n; i++) {
+		if (!st->hs[i])
+			continue;
+		if (st->failed || hs_close_stream(st->hs[i], s->hs, on_stream_match,
+						  st->mark + ms->sdb_off[i]) != HS_SUCCESS) {
+			/* on an error Hyperscan keeps the stream: free it */
+			if (!st->failed)
+				s->st.hs_errors++;
+			st->failed = true;
+			(void)hs_close_stream(st->hs[i], NULL, NULL, NULL);
+		}
+		st->hs[i] = NULL;
+	}
+	failed = st->failed;
+	/* what was found counts even after a failure (as in block mode) */
+	for (uint32_t i = 0; i < st->n; i++) {
+		const struct match_db *d = &ms->dbs[ms->sdb[i]];
+		const uint8_t *mark = st->mark + ms->sdb_off[i];
+
+		begin_pass(s);
+		for (uint32_t k = 0; k < d->n; k++)
+			if (mark[k] && !d->e[k].dead)
+				judge_streamed(s, d, k, copy, copy_len);
+		for (uint32_t k = 0; copy && k < d->nalways; k++)
+			judge_streamed(s, d, d->always[k], copy, copy_len);
+		end_pass(s, d, h);
+	}
+	return failed ? -EIO : 0;
+}
+
+void match_stream_free(struct match_stream *st)
+{
+	if (!st)
+		return;
+	for (uint32_t i = 0; i < st->n; i++)
+		if (st->hs[i])
+			(void)hs_close_stream(st->hs[i], NULL, NULL, NULL);
+	mem_free(MEM_MATCH, st);
+}
+
+size_t match_stream_size(const struct match_stream *st)
+{
+	return st ? st->size : 0;
+}
+
+int match_scan_full(const struct match_set *ms, struct match_scratch *s,
+		    const char *p, size_t len, struct match_hits *h)
+{
+	struct match_text t = { p, len };
+	int rc = 0;
+
+	if (ms->full.stream_dbs) {
+		struct match_stream *st = match_stream_open(ms);
+
+		if (!st) {
+			rc = -ENOMEM;
+		} else {
+			if (match_stream_feed(ms, s, st, p, len) < 0)
+				rc = -EIO;
+			if (match_stream_close(ms, s, st, p, len, h) < 0)
+				rc = -EIO;
+			match_stream_free(st);
+		}
+	}
+	if (match_scan_texts(ms, s, MATCH_CLASS_FULL, &t, 1, false, h) < 0)
+		rc = -EIO;
 	return rc;
 }
 
@@ -1643,6 +1923,14 @@ struct addr_item {
 	const char *name;
 	size_t name_len;
 };
+
+static void trim_left(const char **p, size_t *n)
+{
+	while (*n && isspace((unsigned char)**p)) {
+		(*p)++;
+		(*n)--;
+	}
+}
 
 static void trim(const char **p, size_t *n)
 {
@@ -1738,33 +2026,12 @@ struct extract_ctx {
 	struct match_scratch *s;
 	unsigned mods;
 	uint32_t nvalues;
-	bool per_value;         /* mimeheader: keep each value apart */
 };
 
 static void emit_item(struct extract_ctx *x, const char *p, size_t n)
 {
 	struct match_scratch *s = x->s;
 
-	if (x->per_value) {
-		if (s->nvals == s->capvals) {
-			uint32_t cap = s->capvals ? s->capvals * 2 : 16;
-			struct match_text *nv = mem_realloc(MEM_MATCH, s->vals, cap * sizeof(*nv));
-
-			if (!nv) {
-				s->buf_oom = true;
-				return;
-			}
-			s->vals = nv;
-			s->capvals = cap;
-		}
-		/* offsets for now: buf may move; fixed up by the caller */
-		s->vals[s->nvals].p = (const char *)(uintptr_t)s->buflen;
-		s->vals[s->nvals].len = n;
-		s->nvals++;
-		buf_add(s, p, n);
-		x->nvalues++;
-		return;
-	}
 	/* items joined with "\n" (SpamAssassin joins values that lack one) */
 	if (x->nvalues)
 		buf_add(s, "\n", 1);
@@ -1938,10 +2205,6 @@ static void extract_value(struct extract_ctx *x, const char *p, size_t n)
 		emit_post(x, p, n, false);
 		return;
 	}
-	if (x->per_value) {
-		emit_item(x, p, n);
-		return;
-	}
 	buf_add(x->s, p, n);
 	buf_add(x->s, "\n", 1);
 	x->nvalues++;
@@ -2005,17 +2268,16 @@ static uint32_t field_values(const struct match_msg *msg, const struct match_hea
  * (0: the field is unset for SpamAssassin, if-unset applies). */
 static uint32_t build_field(struct match_scratch *s, const struct match_msg *msg,
 			    const struct match_header *hs, uint32_t nh, const char *field,
-			    unsigned mods, bool per_value)
+			    unsigned mods)
 {
 	struct match_text vals[64];
 	struct match_text *v = vals;
 	uint32_t n, from = 0, to;
-	struct extract_ctx x = { .s = s, .mods = mods, .per_value = per_value };
+	struct extract_ctx x = { .s = s, .mods = mods };
 	bool raw = mods & RULE_HDR_RAW;
 
 	s->buflen = 0;
 	s->buf_oom = false;
-	s->nvals = 0;
 	buf_add(s, "", 0);
 	if (strcmp(field, "ALL") == 0) {
 		for (uint32_t i = 0; i < nh; i++) {
@@ -2047,9 +2309,6 @@ static uint32_t build_field(struct match_scratch *s, const struct match_msg *msg
 		extract_value(&x, v[i].p, v[i].len);
 	if (v != vals)
 		mem_free(MEM_MATCH, v);
-	if (per_value)
-		for (uint32_t i = 0; i < s->nvals; i++)
-			s->vals[i].p = s->buf + (uintptr_t)s->vals[i].p;
 	return x.nvalues;
 }
 
@@ -2065,6 +2324,84 @@ static void absent_pass(const struct match_db *d, struct match_hits *h)
 	}
 }
 
+/* SpamAssassin's MIMEHeader plugin: every MIME part, the message itself
+ * first, in document order (find_parts). A part's text is its last
+ * instance of the field, decoded, with "\n" (get_header in scalar
+ * context); with :raw the raw value as stored, folds kept, leading blanks
+ * removed for parts other than the message (its parser splits at ":\s*"),
+ * with "\n" (raw_header); ALL is every header of the part. A part without
+ * the field reads the if-unset text ("" with :raw): absent_count, computed
+ * at build. A rule hits on the first part whose text matches, counted
+ * (tflags multiple) in that part alone; a negated rule hits when no part's
+ * text matches. */
+static int scan_mimeheader(struct match_scratch *s, const struct match_db *d,
+			   const struct match_msg *msg, struct match_hits *h)
+{
+	const struct match_header *mh = msg->mime_headers;
+	uint32_t n = mh ? msg->nmime_headers : 0, nparts = msg->nparts, i = 0;
+	bool all = strcmp(d->field, "ALL") == 0, raw = d->mods & RULE_HDR_RAW;
+	bool plain = !(d->mods & ~(unsigned)(RULE_HDR_RAW | RULE_HDR_FIRST | RULE_HDR_LAST));
+	int rc = 0;
+
+	if (!nparts && n)
+		nparts = mh[n - 1].part + 1;
+	begin_pass(s);
+	s->first_wins = true;
+	for (uint32_t p = 0; p < nparts; p++) {
+		uint32_t start = i;
+		const struct match_header *last = NULL;
+		uint32_t nv;
+
+		while (i < n && mh[i].part == p)
+			i++;
+		s->buf_oom = false;
+		if (all) {
+			build_field(s, NULL, mh + start, i - start, "ALL", d->mods);
+			if (!s->buf_oom && scan_one(s, d, s->buf, s->buflen, false) < 0)
+				rc = -EIO;
+			continue;
+		}
+		for (uint32_t k = start; k < i; k++)
+			if (hname_is(&mh[k], d->field)) {
+				last = &mh[k];
+				if (d->mods & RULE_HDR_FIRST)
+					break;  /* breakwater's :first: the first instance */
+			}
+		nv = 0;
+		if (last && plain) {
+			const char *v = raw ? last->raw : last->value;
+			size_t vl = raw ? last->raw_len : last->value_len;
+
+			if (raw && p > 0)
+				trim_left(&v, &vl);
+			s->buflen = 0;
+			s->buf_oom = false;
+			buf_add(s, v, vl);
+			buf_add(s, "\n", 1);
+			nv = 1;
+		} else if (last) {
+			/* breakwater's other modifiers, on the part's last instance */
+			nv = build_field(s, NULL, last, 1, d->field, d->mods);
+		}
+		if (s->buf_oom)
+			continue;       /* counted in mem_stats.alloc_fail */
+		if (nv == 0) {
+			for (uint32_t k = 0; k < d->n; k++) {
+				const struct match_entry *e = &d->e[k];
+
+				if (!e->dead && e->absent_count)
+					acc_add(s, k, e->multiple ? e->absent_count : 1);
+			}
+			continue;
+		}
+		if (scan_one(s, d, s->buf, s->buflen, false) < 0)
+			rc = -EIO;
+	}
+	s->first_wins = false;
+	end_pass(s, d, h);
+	return rc;
+}
+
 int match_scan_headers(const struct match_set *ms, struct match_scratch *s,
 		       const struct match_msg *msg, struct match_hits *h)
 {
@@ -2075,7 +2412,7 @@ int match_scan_headers(const struct match_set *ms, struct match_scratch *s,
 		uint32_t nv;
 
 		if (d->cls == MATCH_CLASS_HEADER) {
-			nv = build_field(s, msg, msg->headers, msg->nheaders, d->field, d->mods, false);
+			nv = build_field(s, msg, msg->headers, msg->nheaders, d->field, d->mods);
 			if (s->buf_oom)
 				continue;   /* counted in mem_stats.alloc_fail */
 			if (nv == 0) {
@@ -2087,16 +2424,8 @@ int match_scan_headers(const struct match_set *ms, struct match_scratch *s,
 				rc = -EIO;
 			end_pass(s, d, h);
 		} else if (d->cls == MATCH_CLASS_MIMEHEADER) {
-			/* MIMEHeader: each part's value tested on its own */
-			nv = build_field(s, NULL, msg->mime_headers, msg->nmime_headers, d->field,
-					 d->mods, true);
-			if (s->buf_oom)
-				continue;
-			begin_pass(s);
-			for (uint32_t k = 0; k < s->nvals; k++)
-				if (scan_one(s, d, s->vals[k].p, s->vals[k].len, false) < 0)
-					rc = -EIO;
-			end_pass(s, d, h);
+			if (scan_mimeheader(s, d, msg, h) < 0)
+				rc = -EIO;
 		}
 	}
 	return rc;
@@ -2128,7 +2457,7 @@ static bool cmp_holds(enum rule_cmp c, double a, double b)
 
 static bool subject_all_caps(struct match_scratch *s, const struct match_msg *msg)
 {
-	uint32_t n = build_field(s, msg, msg->headers, msg->nheaders, "Subject", 0, false);
+	uint32_t n = build_field(s, msg, msg->headers, msg->nheaders, "Subject", 0);
 	const char *p = s->buf;
 	size_t len = s->buflen, letters = 0;
 	bool ws = false;
@@ -2164,7 +2493,7 @@ static bool subject_all_caps(struct match_scratch *s, const struct match_msg *ms
 	if (!letters)
 		return false;
 	/* charsets that false-positive as capitals (CHARSETS_LIKELY_TO_FP_AS_CAPS) */
-	n = build_field(s, msg, msg->headers, msg->nheaders, "Subject", RULE_HDR_RAW, false);
+	n = build_field(s, msg, msg->headers, msg->nheaders, "Subject", RULE_HDR_RAW);
 	if (n) {
 		static const char *const cs[] = { "koi", "jp", "jis", "euc", "gb", "big5", "isoir",
 						  "cp1251", "windows-1251", "georgianps", "pt154", "tis" };
@@ -2193,7 +2522,7 @@ static bool illegal_chars(struct match_scratch *s, const struct match_msg *msg, 
 	size_t illegal = 0, exempt = 0, non_ascii = 0, ctl = 0, len;
 	const uint8_t *p;
 
-	if (!build_field(s, msg, msg->headers, msg->nheaders, r->eval_args[0], RULE_HDR_RAW, false))
+	if (!build_field(s, msg, msg->headers, msg->nheaders, r->eval_args[0], RULE_HDR_RAW))
 		return false;
 	p = (const uint8_t *)s->buf;
 	len = s->buflen;
@@ -2304,14 +2633,14 @@ static uint32_t native_test(struct match_scratch *s, const struct match_msg *msg
 	case RULE_TEST_EVAL:
 		switch (r->eval) {
 		case RULE_EVAL_MISSING_TO_HEADER: {
-			uint32_t n = build_field(s, msg, msg->headers, msg->nheaders, "To", 0, false);
+			uint32_t n = build_field(s, msg, msg->headers, msg->nheaders, "To", 0);
 			bool empty = true;
 
 			for (size_t i = 0; n && i < s->buflen; i++)
 				empty &= s->buf[i] == '\n';
 			if (!empty)
 				return 0;
-			n = build_field(s, msg, msg->headers, msg->nheaders, "Apparently-To", 0, false);
+			n = build_field(s, msg, msg->headers, msg->nheaders, "Apparently-To", 0);
 			for (size_t i = 0; n && i < s->buflen; i++)
 				empty &= s->buf[i] == '\n';
 			return empty;
@@ -2456,6 +2785,15 @@ int rules_check(const char **dirs, int ndirs, FILE *out)
 			"PCRE2 and classification %.3f s)\n",
 			c->databases, (double)c->db_bytes / 1048576.0, c->compile_seconds, o.nthreads,
 			c->prepare_seconds);
+		{
+			const struct match_full_info *fi = match_set_full(ms);
+
+			fprintf(out, "full rules: %u; streamed (exact) in %u streaming database%s, "
+				"%zu bytes of stream state per message; %u on the raw copy (PCRE2)%s\n",
+				fi->rules, fi->stream_dbs, fi->stream_dbs == 1 ? "" : "s",
+				fi->stream_dbs ? fi->stream_bytes : (size_t)0, fi->copy_rules,
+				fi->need_copy ? ": a bounded copy is kept" : "");
+		}
 		if (o.cache_dir)
 			fprintf(out, "cache: %s: hits %" PRIu64 ", misses %" PRIu64 " (invalid %" PRIu64
 				"), writes %" PRIu64 ", errors %" PRIu64 ", pruned %" PRIu64 "\n",

@@ -29,13 +29,22 @@
  * compiled on worker threads and mem.h's counters are not thread-safe; their
  * size is reported in match_counts.db_bytes instead.
  *
- * Block mode only for now; the class databases are built so that a later
- * streaming database (bodies arriving in pieces) fits in match_set_build().
+ * Modes. Every class is scanned in block mode on the texts the message
+ * stage keeps, except the exact rules of the full class: they are compiled
+ * in HS_MODE_STREAM databases, and the raw message is fed to one stream per
+ * database as it arrives from the SMTP data path (struct match_stream, one
+ * per message in flight, opened when the message's content begins and
+ * closed when it ends: the raw message is never copied for them). The full
+ * rules Hyperscan cannot take exactly (prefilter + confirm, PCRE2 only) and
+ * the counting of tflags multiple run on a bounded raw copy the message
+ * stage keeps only when the rule set has such rules (match_set_full()).
  *
  * On-disk cache. With match_build_opts.cache_dir set, each class database's
  * Hyperscan bytes (hs_serialize_database) are kept in one file per database,
  * named by a SHA-256 key over its patterns, flags, ids, mode, the Hyperscan
- * version and the platform; a warm build deserializes instead of compiling.
+ * version, the platform and the mode (block or stream), so a streaming
+ * database never answers for a block one; a warm build deserializes instead
+ * of compiling.
  * The file format, the checks on reading and the pruning policy are
  * described in match.c ("on-disk cache"). PCRE2 code is always rebuilt.
  */
@@ -85,20 +94,27 @@ struct match_header {
 	size_t value_len;
 	const char *raw;
 	size_t raw_len;
+	uint32_t part;          /* mime_headers: the MIME part (0: the message) */
 };
 
 /* What a message offers to the rules; every pointer is borrowed. */
 struct match_msg {
 	const struct match_header *headers;     /* message order */
 	uint32_t nheaders;
-	const struct match_header *mime_headers;/* headers of every MIME part */
+	const struct match_header *mime_headers;/* headers of every MIME part, the
+						 * message's own (part 0) first, by
+						 * nondecreasing part */
 	uint32_t nmime_headers;
+	uint32_t nparts;                        /* MIME parts; 0: the last part
+						 * named in mime_headers + 1 */
 	const struct match_text *body;          /* rendered paragraphs */
 	uint32_t nbody;
 	bool body_starts_with_subject;          /* body[0] is the Subject */
 	const struct match_text *rawbody;       /* decoded text parts, lines */
 	uint32_t nrawbody;
-	const char *full;                       /* the raw message */
+	const char *full;                       /* the kept raw copy (bounded; NULL:
+						 * none): for the full rules that
+						 * need PCRE2 */
 	size_t full_len;
 	const struct match_text *uris;
 	uint32_t nuris;
@@ -142,6 +158,19 @@ struct match_counts {
 
 struct match_set;       /* shared, read-only once built */
 struct match_scratch;   /* one per lcore */
+struct match_stream;    /* one per message in flight (full rules) */
+
+/* What the full class needs of a message in flight. */
+struct match_full_info {
+	uint32_t rules;         /* full regex rules compiled */
+	uint32_t stream_dbs;    /* streaming databases (0: no stream to open) */
+	uint32_t stream_entries;
+	uint32_t copy_rules;    /* rules that read the raw copy: prefilter +
+				 * confirm, PCRE2 only, tflags multiple counts */
+	bool need_copy;         /* copy_rules > 0: keep a bounded raw copy */
+	size_t stream_bytes;    /* state of one message's streams (the
+				 * Hyperscan stream states and marks) */
+};
 
 /* The outcome of one message. */
 struct match_hits {
@@ -193,6 +222,8 @@ struct match_scan_stats {
 	uint64_t pcre_limit;            /* PCRE2 hit its match/depth limit */
 	uint64_t pcre_truncated;        /* text cut at MATCH_PCRE_MAX_BYTES */
 	uint64_t bytes;
+	uint64_t streams;               /* full-message streams opened */
+	uint64_t stream_bytes;          /* raw bytes fed to them (once per stream db) */
 };
 const struct match_scan_stats *match_scratch_stats(const struct match_scratch *s);
 
@@ -210,9 +241,40 @@ int match_scan_headers(const struct match_set *ms, struct match_scratch *s,
 int match_scan_texts(const struct match_set *ms, struct match_scratch *s,
 		     enum match_class cls, const struct match_text *parts, uint32_t nparts,
 		     bool first_is_subject, struct match_hits *h);
-/* Every class of msg, plus the native tests (exists, :count, evals). */
+/* Every block-mode class of msg (the full rules' streaming databases are
+ * not: see match_stream_*), plus the native tests (exists, :count, evals). */
 int match_scan_msg(const struct match_set *ms, struct match_scratch *s,
 		   const struct match_msg *msg, struct match_hits *h);
+
+/* --- full rules: the raw message streamed as it arrives ---
+ *
+ * match_stream_open() allocates a message's stream state (MEM_MATCH, about
+ * match_set_full()->stream_bytes; NULL when the set has no streaming
+ * database, or out of memory). match_stream_feed() passes the next raw
+ * bytes (dot-unstuffed, any split) through every streaming database on
+ * this lcore's scratch. match_stream_close() reports the end-of-data
+ * matches, judges what needs PCRE2 (confirm, counting) on copy (the kept
+ * raw copy, NULL when none) and adds the hits to h; the state is then
+ * spent but still owned by the caller. match_stream_free() frees a stream
+ * in any state, without the match set (it may already be gone: a reload).
+ * A stream must be fed and closed with the set that opened it (-EINVAL
+ * otherwise). Feed and close return 0 or -EIO (Hyperscan failed: counted,
+ * the stream scans no more). */
+const struct match_full_info *match_set_full(const struct match_set *ms);
+struct match_stream *match_stream_open(const struct match_set *ms);
+int match_stream_feed(const struct match_set *ms, struct match_scratch *s,
+		      struct match_stream *st, const void *p, size_t n);
+int match_stream_close(const struct match_set *ms, struct match_scratch *s,
+		       struct match_stream *st, const char *copy, size_t copy_len,
+		       struct match_hits *h);
+void match_stream_free(struct match_stream *st);
+/* Bytes st holds (mem.h MEM_MATCH), the Hyperscan stream states included. */
+size_t match_stream_size(const struct match_stream *st);
+/* Every full rule on one whole raw message p (its streams opened, fed
+ * once and closed; the block ones on p as the copy): for tests and tools
+ * that hold the message whole. */
+int match_scan_full(const struct match_set *ms, struct match_scratch *s,
+		    const char *p, size_t len, struct match_hits *h);
 
 /* Evaluates metas (dependencies first), sums the scores of scored rules that
  * hit and picks the action. Call after every scan of the message. */

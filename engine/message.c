@@ -56,6 +56,7 @@ struct frame {
 	uint8_t kind;
 	uint16_t blen;
 	uint32_t part;
+	uint64_t start;               /* FRAME_RFC822: m->pos where the inner message began */
 	char boundary[MESSAGE_BOUNDARY_MAX];
 };
 
@@ -67,6 +68,14 @@ struct message_buf {
 struct hdr_slot {
 	struct message_header h;
 	uint32_t off_name, off_raw, off_value, off_decoded;
+	uint32_t part;                /* MIME part the header belongs to */
+};
+
+/* A header store: the slots and the text they point into. */
+struct hdr_table {
+	struct message_buf store;
+	struct hdr_slot *slots;
+	uint32_t n, cap, max;
 };
 
 struct message {
@@ -79,7 +88,12 @@ struct message {
 	uint8_t line_cont;            /* the next piece continues a cut line */
 	uint8_t at_start;             /* no line seen yet */
 	uint8_t saw_crlf, saw_lf;
+	uint8_t keep_full;            /* the tap asked for the raw copy */
 	uint64_t cur_line_len;        /* of the logical line being cut */
+	uint64_t pos;                 /* bytes of the lines routed so far (line ends 1) */
+	uint64_t piece_len;           /* of the line being routed, its end included */
+	const struct message_tap *tap;
+	void *tap_obj;
 
 	struct message_buf line;      /* a line crossing feed calls */
 
@@ -105,6 +119,9 @@ struct message {
 	uint32_t received;
 	uint32_t to_count, cc_count;
 
+	/* headers of the other MIME parts */
+	struct hdr_table ph;
+
 	/* MIME tree */
 	struct message_part *parts;
 	uint32_t nparts, parts_cap;
@@ -124,7 +141,7 @@ struct message {
 	struct html *html;
 
 	/* views */
-	struct message_buf body, rawbody;
+	struct message_buf body, rawbody, full;
 	uint8_t body_last, rawbody_last;
 	struct message_buf tok;       /* text URI scanner token */
 	uint8_t tok_cut;
@@ -160,6 +177,8 @@ static const char *const anomaly_names[MESSAGE_ANOM_MAX] = {
 	[MESSAGE_ANOM_NO_HEADERS] = "no_headers",
 	[MESSAGE_ANOM_HEADERS_UNTERMINATED] = "headers_unterminated",
 	[MESSAGE_ANOM_BARE_CR_LF_MIX] = "crlf_lf_mix",
+	[MESSAGE_ANOM_FULL_TRUNCATED] = "full_truncated",
+	[MESSAGE_ANOM_PART_HEADERS_CUT] = "part_headers_cut",
 };
 
 static const char *const field_names[MESSAGE_FIELD_MAX] = {
@@ -252,6 +271,9 @@ void message_limits_default(struct message_limits *lim)
 	lim->max_rawbody = 256 * 1024;
 	lim->max_uris = 256;
 	lim->max_uri_len = 2048;
+	lim->max_full = 256 * 1024;
+	lim->max_part_headers = 1000;
+	lim->max_part_header_store = 128 * 1024;
 	lim->flags = MESSAGE_F_BODY_SUBJECT;
 }
 
@@ -276,6 +298,9 @@ static void limits_fill(struct message_limits *l, const struct message_limits *i
 	DEF(max_rawbody);
 	DEF(max_uris);
 	DEF(max_uri_len);
+	DEF(max_full);
+	DEF(max_part_headers);
+	DEF(max_part_header_store);
 #undef DEF
 	if (l->max_line < 80)
 		l->max_line = 80;         /* a boundary line must fit */
@@ -299,6 +324,12 @@ static void limits_fill(struct message_limits *l, const struct message_limits *i
 		l->max_parts = 1u << 16;
 	if (l->max_headers > (1u << 20))
 		l->max_headers = 1u << 20;
+	if (l->max_full > (1u << 30))
+		l->max_full = 1u << 30;
+	if (l->max_part_headers > (1u << 20))
+		l->max_part_headers = 1u << 20;
+	if (l->max_part_header_store > (1u << 28))
+		l->max_part_header_store = 1u << 28;
 }
 
 /* ---- views -------------------------------------------------------------------- */
@@ -642,6 +673,9 @@ static void text_out(void *ctx, const uint8_t *p, size_t n)
 
 static void part_end(struct message *m, uint32_t idx)
 {
+	/* an inner message is not transfer-encoded: its size is its bytes */
+	if (m->parts[idx].flags & MESSAGE_PART_RFC822)
+		m->parts[idx].decoded_size = m->parts[idx].raw_size;
 	m->parts[idx].flags |= MESSAGE_PART_ENDED;
 	if (m->ops && m->ops->on_part_end)
 		m->ops->on_part_end(m->user, &m->parts[idx]);
@@ -995,21 +1029,6 @@ static void entity_headers_done(struct message *m)
 		}
 		goto root_done;
 	}
-	/* a message/rfc822 part is an inner message, unless encoded (then it
-	 * is an attachment like any other) */
-	if ((strcmp(part->type, "message/rfc822") == 0 ||
-	     strcmp(part->type, "message/global") == 0) &&
-	    (part->cte == MESSAGE_CTE_7BIT || part->cte == MESSAGE_CTE_UNKNOWN)) {
-		part->flags |= MESSAGE_PART_RFC822;
-		if (part->depth + 1u > m->lim.max_depth) {
-			anomaly(m, MESSAGE_ANOM_MIME_DEPTH);
-			m->c.depth_hits++;
-			part->flags |= MESSAGE_PART_OPAQUE;
-		} else if (frames_ensure(m) < 0) {
-			part->flags |= MESSAGE_PART_OPAQUE;
-		}
-		goto root_done;
-	}
 	/* the ctype parameters are done with: reuse mp for the disposition;
 	 * its filename wins over the Content-Type name */
 	mime_params_parse(&mp, m->ent_cdisp, m->ent_have_cdisp ? m->ent_cdisp_len : 0);
@@ -1019,6 +1038,22 @@ static void entity_headers_done(struct message *m)
 
 		if (mime_params_filename(&mp, "filename", fname, sizeof(fname), &st))
 			memcpy(part->name, fname, sizeof(fname));
+	}
+	/* a message/rfc822 part is an inner message, unless encoded (then it
+	 * is an attachment like any other). Either way it is listed as an
+	 * attachment (a bounce's returned message), sized when it ends */
+	if ((strcmp(part->type, "message/rfc822") == 0 ||
+	     strcmp(part->type, "message/global") == 0) &&
+	    (part->cte == MESSAGE_CTE_7BIT || part->cte == MESSAGE_CTE_UNKNOWN)) {
+		part->flags |= MESSAGE_PART_RFC822 | MESSAGE_PART_ATTACHMENT;
+		if (part->depth + 1u > m->lim.max_depth) {
+			anomaly(m, MESSAGE_ANOM_MIME_DEPTH);
+			m->c.depth_hits++;
+			part->flags |= MESSAGE_PART_OPAQUE;
+		} else if (frames_ensure(m) < 0) {
+			part->flags |= MESSAGE_PART_OPAQUE;
+		}
+		goto root_done;
 	}
 	text = strncmp(part->type, "text/", 5) == 0;
 	if (text)
@@ -1053,6 +1088,7 @@ root_done:
 		f->kind = FRAME_RFC822;
 		f->part = idx;
 		f->blen = 0;
+		f->start = m->pos + m->piece_len;   /* the line after this one */
 		entity_begin(m, (int32_t)idx, (uint16_t)(part->depth + 1));
 	} else if (part->flags & MESSAGE_PART_HTML) {
 		leaf_begin(m, idx, LEAF_HTML);
@@ -1141,13 +1177,13 @@ static uint32_t count_addresses(const char *v, size_t n)
 	return count + (uint32_t)at;
 }
 
-/* Points the header slots at the store again after it moved. */
-static void hdrs_rebase(struct message *m)
+/* Points the header slots at their store again after it moved. */
+static void slots_rebase(const struct message_buf *store, struct hdr_slot *slots, uint32_t n)
 {
-	const char *b = (const char *)m->hstore.p;
+	const char *b = (const char *)store->p;
 
-	for (uint32_t i = 0; i < m->nhdrs; i++) {
-		struct hdr_slot *s = &m->hdrs[i];
+	for (uint32_t i = 0; i < n; i++) {
+		struct hdr_slot *s = &slots[i];
 
 		s->h.name = b + s->off_name;
 		s->h.raw = b + s->off_raw;
@@ -1156,9 +1192,15 @@ static void hdrs_rebase(struct message *m)
 	}
 }
 
-/* Keeps a copy of header h in the store. Returns its slot index or -1
- * (over max_headers or max_header_store, or out of memory: counted). */
-static int32_t hdr_store(struct message *m, const struct message_header *h)
+enum { KEEP_OVER_COUNT = -1, KEEP_OVER_STORE = -2, KEEP_NO_MEMORY = -3 };
+
+/* Keeps a copy of header h (of part) in a store: its slots (*slots, *n,
+ * *cap, at most max) and their text (store, up to store->max). Returns the
+ * slot index, or KEEP_OVER_COUNT, KEEP_OVER_STORE or KEEP_NO_MEMORY
+ * (counted in alloc_fail); the caller counts the refusal. */
+static int32_t hdr_keep(struct message *m, struct message_buf *store, struct hdr_slot **slots,
+			uint32_t *n, uint32_t *cap, uint32_t max, const struct message_header *h,
+			uint32_t part)
 {
 	size_t need = (size_t)h->name_len + h->raw_len + h->value_len + 3;
 	int same = h->decoded_len == h->value_len &&
@@ -1169,34 +1211,29 @@ static int32_t hdr_store(struct message *m, const struct message_header *h)
 
 	if (!same)
 		need += (size_t)h->decoded_len + 1;
-	if (m->nhdrs >= m->lim.max_headers) {
-		anomaly(m, MESSAGE_ANOM_TOO_MANY_HEADERS);
-		goto drop;
-	}
-	if (need > (size_t)m->hstore.max - m->hstore.len) {
-		anomaly(m, MESSAGE_ANOM_HEADER_STORE_FULL);
-		goto drop;
-	}
-	switch (mem_grow(MEM_MESSAGE, (void **)&m->hdrs, &m->hdrs_cap, m->nhdrs + 1,
-			 sizeof(*m->hdrs), 16, m->lim.max_headers)) {
+	if (*n >= max)
+		return KEEP_OVER_COUNT;
+	if (need > (size_t)store->max - store->len)
+		return KEEP_OVER_STORE;
+	switch (mem_grow(MEM_MESSAGE, (void **)slots, cap, *n + 1, sizeof(**slots), 16, max)) {
 	case -1:
 		m->c.alloc_fail++;
-		goto drop;
+		return KEEP_NO_MEMORY;
 	case 1:
 		m->allocs++;
 		break;
 	}
-	old = m->hstore.p;
-	if (buf_grow(m, &m->hstore, m->hstore.len + need) < 0)
-		goto drop;
-	if (m->hstore.p != old)
-		hdrs_rebase(m);
-	s = &m->hdrs[m->nhdrs];
+	old = store->p;
+	if (buf_grow(m, store, store->len + need) < 0)
+		return KEEP_NO_MEMORY;
+	if (store->p != old)
+		slots_rebase(store, *slots, *n);
+	s = &(*slots)[*n];
 #define PUT(field, off) do { \
-		s->off = m->hstore.len; \
-		memcpy(m->hstore.p + m->hstore.len, h->field, h->field##_len); \
-		m->hstore.len += h->field##_len; \
-		m->hstore.p[m->hstore.len++] = '\0'; \
+		s->off = store->len; \
+		memcpy(store->p + store->len, h->field, h->field##_len); \
+		store->len += h->field##_len; \
+		store->p[store->len++] = '\0'; \
 	} while (0)
 	PUT(name, off_name);
 	PUT(raw, off_raw);
@@ -1206,7 +1243,7 @@ static int32_t hdr_store(struct message *m, const struct message_header *h)
 	else
 		PUT(decoded, off_decoded);
 #undef PUT
-	b = (const char *)m->hstore.p;
+	b = (const char *)store->p;
 	s->h.name = b + s->off_name;
 	s->h.raw = b + s->off_raw;
 	s->h.value = b + s->off_value;
@@ -1215,11 +1252,38 @@ static int32_t hdr_store(struct message *m, const struct message_header *h)
 	s->h.raw_len = h->raw_len;
 	s->h.value_len = h->value_len;
 	s->h.decoded_len = h->decoded_len;
-	m->nhdrs++;
-	return (int32_t)(m->nhdrs - 1);
-drop:
+	s->part = part;
+	return (int32_t)(*n)++;
+}
+
+/* Keeps a copy of top-level header h in the store. Returns its slot index
+ * or -1 (over max_headers or max_header_store, or out of memory: counted). */
+static int32_t hdr_store(struct message *m, const struct message_header *h)
+{
+	int32_t r = hdr_keep(m, &m->hstore, &m->hdrs, &m->nhdrs, &m->hdrs_cap, m->lim.max_headers,
+			     h, 0);
+
+	if (r >= 0)
+		return r;
+	if (r == KEEP_OVER_COUNT)
+		anomaly(m, MESSAGE_ANOM_TOO_MANY_HEADERS);
+	else if (r == KEEP_OVER_STORE)
+		anomaly(m, MESSAGE_ANOM_HEADER_STORE_FULL);
 	m->c.headers_dropped++;
 	return -1;
+}
+
+/* Keeps a copy of header h of MIME part `part` (not the root). */
+static void part_hdr_store(struct message *m, const struct message_header *h, uint32_t part)
+{
+	int32_t r = hdr_keep(m, &m->ph.store, &m->ph.slots, &m->ph.n, &m->ph.cap, m->ph.max, h,
+			     part);
+
+	if (r >= 0)
+		return;
+	if (r != KEEP_NO_MEMORY)
+		anomaly(m, MESSAGE_ANOM_PART_HEADERS_CUT);
+	m->c.part_headers_dropped++;
 }
 
 static void ent_keep(char *dst, uint16_t *len, uint8_t *have, size_t cap,
@@ -1271,6 +1335,9 @@ static void hdr_finish(struct message *m)
 		if (top) {
 			m->c.headers++;
 			m->c.headers_dropped++;
+		} else {
+			m->c.part_headers++;
+			m->c.part_headers_dropped++;
 		}
 		return;
 	}
@@ -1302,12 +1369,10 @@ static void hdr_finish(struct message *m)
 		ent_keep(m->ent_cte, &m->ent_cte_len, &m->ent_have_cte, ENT_CTE_MAX, val, vl);
 	else if (nl == 19 && strncasecmp(name, "content-disposition", 19) == 0)
 		ent_keep(m->ent_cdisp, &m->ent_cdisp_len, &m->ent_have_cdisp, ENT_CTYPE_MAX, val, vl);
-	if (!top) {
+	if (top)
+		m->c.headers++;
+	else
 		m->c.part_headers++;
-		return;
-	}
-
-	m->c.headers++;
 	dec = val + vl + 1;
 	memset(&st, 0, sizeof(st));
 	if (has_ew_start(val, vl)) {
@@ -1316,7 +1381,10 @@ static void hdr_finish(struct message *m)
 		dec[dl] = '\0';
 		h.decoded_len = (uint32_t)dl;
 		h.decoded = dec;
-		hdr_stats_add(m, &st);
+		/* part headers: their MIME parameters are counted where they are
+		 * read (entity_headers_done), not twice */
+		if (top)
+			hdr_stats_add(m, &st);
 	} else {
 		h.decoded = val;
 		h.decoded_len = (uint32_t)vl;
@@ -1327,6 +1395,11 @@ static void hdr_finish(struct message *m)
 	h.raw_len = (uint32_t)rl;
 	h.value = val;
 	h.value_len = (uint32_t)vl;
+	if (!top) {
+		/* what mimeheader rules read (only the stores are bounded) */
+		part_hdr_store(m, &h, (uint32_t)m->ent_part);
+		return;
+	}
 	{
 		int32_t slot = hdr_store(m, &h);
 		int f = field_of(name, nl);
@@ -1478,6 +1551,21 @@ static int boundary_match(const struct message *m, const uint8_t *p, size_t n, i
 	return -1;
 }
 
+/* Closes the innermost open container (a multipart cut short, or an inner
+ * message, whose size is the bytes routed since it began). */
+static void frame_pop(struct message *m)
+{
+	struct frame *top = &m->frames[--m->nframes];
+
+	if (top->kind == FRAME_MULTIPART) {
+		anomaly(m, MESSAGE_ANOM_MISSING_BOUNDARY_END);
+		m->c.unclosed_multiparts++;
+	} else {
+		m->parts[top->part].raw_size = m->pos > top->start ? m->pos - top->start : 0;
+	}
+	part_end(m, top->part);
+}
+
 /* A boundary of frame f: ends what is open inside it, then opens the next
  * part or closes the multipart. */
 static void on_boundary(struct message *m, int f, int close)
@@ -1489,16 +1577,8 @@ static void on_boundary(struct message *m, int f, int close)
 	}
 	if (m->state == ST_LEAF)
 		leaf_end(m, 1);
-	while (m->nframes > (uint32_t)f + 1) {
-		struct frame *top = &m->frames[m->nframes - 1];
-
-		if (top->kind == FRAME_MULTIPART) {
-			anomaly(m, MESSAGE_ANOM_MISSING_BOUNDARY_END);
-			m->c.unclosed_multiparts++;
-		}
-		m->nframes--;
-		part_end(m, top->part);
-	}
+	while (m->nframes > (uint32_t)f + 1)
+		frame_pop(m);
 	if (close) {
 		uint32_t idx = m->frames[f].part;
 
@@ -1572,7 +1652,9 @@ static void line_piece(struct message *m, const uint8_t *p, size_t n, int eol, i
 		m->cur_line_len = 0;
 	}
 	m->line_cont = !eol;
+	m->piece_len = n + (eol ? 1 : 0);
 	line_in(m, p, n, eol, cont);
+	m->pos += m->piece_len;
 	m->at_start = 0;
 }
 
@@ -1600,6 +1682,16 @@ void message_feed(struct message *m, const uint8_t *p, size_t n)
 	m->c.bytes += n;
 	if (m->ops && m->ops->on_text)
 		m->ops->on_text(m->user, NULL, MESSAGE_VIEW_FULL, p, n);
+	if (m->tap)
+		m->tap->feed(m->tap_obj, p, n);
+	if (m->keep_full) {
+		size_t k = buf_append(m, &m->full, p, n);
+
+		if (k < n) {
+			m->c.full_cut += n - k;
+			anomaly(m, MESSAGE_ANOM_FULL_TRUNCATED);
+		}
+	}
 	while (n) {
 		if (m->line.len == 0) {
 			/* in place: no copy for lines inside this piece */
@@ -1672,9 +1764,12 @@ void message_end(struct message *m)
 			anomaly(m, MESSAGE_ANOM_NUL_BYTE);
 		m->c.lines++;
 		m->line_cont = 0;
+		m->piece_len = m->line.len;
 		line_in(m, m->line.p, m->line.len, 0, cont);
+		m->pos += m->piece_len;
 		m->line.len = 0;
 	}
+	m->piece_len = 0;
 	if (m->state == ST_HEADERS && m->ent_part == 0)
 		anomaly(m, MESSAGE_ANOM_HEADERS_UNTERMINATED);
 	while (m->state == ST_HEADERS) {
@@ -1685,16 +1780,8 @@ void message_end(struct message *m)
 	}
 	if (m->state == ST_LEAF)
 		leaf_end(m, 0);
-	while (m->nframes) {
-		struct frame *top = &m->frames[m->nframes - 1];
-
-		if (top->kind == FRAME_MULTIPART) {
-			anomaly(m, MESSAGE_ANOM_MISSING_BOUNDARY_END);
-			m->c.unclosed_multiparts++;
-		}
-		m->nframes--;
-		part_end(m, top->part);
-	}
+	while (m->nframes)
+		frame_pop(m);
 	m->state = ST_DONE;
 	m->ended = 1;
 }
@@ -1710,6 +1797,7 @@ static void state_clear(struct message *m)
 	m->at_start = 1;
 	m->saw_crlf = m->saw_lf = 0;
 	m->cur_line_len = 0;
+	m->pos = m->piece_len = 0;
 	m->line.len = 0;
 	m->hdr.len = 0;
 	m->hdr_active = 0;
@@ -1722,12 +1810,14 @@ static void state_clear(struct message *m)
 	m->first_received = -1;
 	m->received = 0;
 	m->to_count = m->cc_count = 0;
+	m->ph.store.len = 0;
+	m->ph.n = 0;
 	m->nparts = 0;
 	m->nframes = 0;
 	m->leaf = -1;
 	m->leaf_nl_pending = 0;
 	m->leaf_cr_pending = 0;
-	m->body.len = m->rawbody.len = 0;
+	m->body.len = m->rawbody.len = m->full.len = 0;
 	m->body_last = m->rawbody_last = 0;
 	m->tok.len = 0;
 	m->tok_cut = 0;
@@ -1755,6 +1845,9 @@ struct message *message_new(const struct message_limits *lim,
 	m->hstore.max = m->lim.max_header_store;
 	m->body.max = m->lim.max_body;
 	m->rawbody.max = m->lim.max_rawbody;
+	m->full.max = m->lim.max_full;
+	m->ph.store.max = m->lim.max_part_header_store;
+	m->ph.max = m->lim.max_part_headers;
 	m->tok.max = m->lim.max_uri_len;
 	{
 		uint64_t u = (uint64_t)m->lim.max_uris * (m->lim.max_uri_len + 1);
@@ -1773,8 +1866,35 @@ static void conv_drop(struct message *m)
 	}
 }
 
+/* Hands the tap object back to its owner (the message it saw is over). */
+static void tap_release(struct message *m)
+{
+	const struct message_tap *tap = m->tap;
+	void *obj = m->tap_obj;
+
+	m->tap = NULL;
+	m->tap_obj = NULL;
+	m->keep_full = 0;
+	if (tap && tap->release)
+		tap->release(obj);
+}
+
+void message_attach(struct message *m, const struct message_tap *tap, void *obj, int keep_full)
+{
+	tap_release(m);
+	m->tap = tap;
+	m->tap_obj = obj;
+	m->keep_full = keep_full != 0;
+}
+
+void *message_attached(const struct message *m, const struct message_tap *tap)
+{
+	return tap && m->tap == tap ? m->tap_obj : NULL;
+}
+
 void message_reset(struct message *m)
 {
+	tap_release(m);
 	conv_drop(m);
 	state_clear(m);
 }
@@ -1783,6 +1903,7 @@ void message_free(struct message *m)
 {
 	if (!m)
 		return;
+	tap_release(m);
 	conv_drop(m);
 	buf_free(&m->line);
 	buf_free(&m->hdr);
@@ -1790,6 +1911,9 @@ void message_free(struct message *m)
 	buf_free(&m->hstore);
 	buf_free(&m->body);
 	buf_free(&m->rawbody);
+	buf_free(&m->full);
+	buf_free(&m->ph.store);
+	mem_free(MEM_MESSAGE, m->ph.slots);
 	buf_free(&m->tok);
 	buf_free(&m->uristore);
 	mem_free(MEM_MESSAGE, m->hdrs);
@@ -1885,6 +2009,21 @@ const char *message_first_received(const struct message *m)
 	return m->first_received >= 0 ? m->hdrs[m->first_received].h.value : NULL;
 }
 
+uint32_t message_part_header_count(const struct message *m)
+{
+	return m->ph.n;
+}
+
+const struct message_header *message_part_header_at(const struct message *m, uint32_t i,
+						    uint32_t *part)
+{
+	if (i >= m->ph.n)
+		return NULL;
+	if (part)
+		*part = m->ph.slots[i].part;
+	return &m->ph.slots[i].h;
+}
+
 uint32_t message_part_count(const struct message *m)
 {
 	return m->nparts;
@@ -1911,6 +2050,8 @@ const uint8_t *message_view(const struct message *m, enum message_view v, size_t
 		b = &m->body;
 	else if (v == MESSAGE_VIEW_RAWBODY)
 		b = &m->rawbody;
+	else if (v == MESSAGE_VIEW_FULL)
+		b = &m->full;
 	else {
 		*len = 0;
 		return NULL;
@@ -1982,8 +2123,9 @@ const struct message_counters *message_counters(const struct message *m)
 size_t message_memory(const struct message *m)
 {
 	return sizeof(*m) + m->line.cap + m->hdr.cap + m->scratch.cap + m->hstore.cap +
-	       m->body.cap + m->rawbody.cap + m->tok.cap + m->uristore.cap +
-	       (size_t)m->hdrs_cap * sizeof(*m->hdrs) +
+	       m->body.cap + m->rawbody.cap + m->full.cap + m->ph.store.cap + m->tok.cap +
+	       m->uristore.cap + (size_t)m->hdrs_cap * sizeof(*m->hdrs) +
+	       (size_t)m->ph.cap * sizeof(*m->ph.slots) +
 	       (size_t)m->parts_cap * sizeof(*m->parts) +
 	       (size_t)m->uris_cap * 2 * sizeof(*m->uri_off) +
 	       (m->html ? sizeof(*m->html) : 0) +
@@ -2009,6 +2151,7 @@ int message_validate(const struct message *m, const char **why)
 #define FAIL(msg) do { w = msg; goto bad; } while (0)
 	if (!buf_ok(&m->line) || !buf_ok(&m->hdr) || !buf_ok(&m->scratch) ||
 	    !buf_ok(&m->hstore) || !buf_ok(&m->body) || !buf_ok(&m->rawbody) ||
+	    !buf_ok(&m->full) || !buf_ok(&m->ph.store) ||
 	    !buf_ok(&m->tok) || !buf_ok(&m->uristore))
 		FAIL("buffer over its cap");
 	if (m->line.len > m->lim.max_line)
@@ -2037,6 +2180,28 @@ int message_validate(const struct message *m, const char **why)
 		if (s->h.name_len == 0 || s->h.value_len > s->h.raw_len)
 			FAIL("header lengths");
 	}
+	if (m->ph.n > m->ph.cap || m->ph.n > m->ph.max)
+		FAIL("part header count");
+	if (m->c.part_headers != m->ph.n + m->c.part_headers_dropped)
+		FAIL("part headers seen != stored + dropped");
+	for (uint32_t i = 0; i < m->ph.n; i++) {
+		const struct hdr_slot *s = &m->ph.slots[i];
+		const char *b = (const char *)m->ph.store.p;
+
+		if ((size_t)s->off_name + s->h.name_len >= m->ph.store.len ||
+		    (size_t)s->off_raw + s->h.raw_len >= m->ph.store.len ||
+		    (size_t)s->off_value + s->h.value_len >= m->ph.store.len ||
+		    (size_t)s->off_decoded + s->h.decoded_len >= m->ph.store.len)
+			FAIL("part header outside the store");
+		if (s->h.name != b + s->off_name || s->h.decoded != b + s->off_decoded ||
+		    s->h.value != b + s->off_value || s->h.raw != b + s->off_raw)
+			FAIL("part header pointer not rebased");
+		if (s->part == 0 || s->part >= m->nparts ||
+		    (i && s->part < m->ph.slots[i - 1].part))
+			FAIL("part header's part");
+	}
+	if (m->full.len > m->c.bytes || (m->keep_full && m->c.bytes != m->full.len + m->c.full_cut))
+		FAIL("full copy != fed - cut");
 	for (int f = 0; f < MESSAGE_FIELD_MAX; f++)
 		if (m->field[f] >= (int32_t)m->nhdrs)
 			FAIL("field index");

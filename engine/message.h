@@ -10,21 +10,30 @@
  *   RFC 2047-decoded UTF-8 value, all kept in one header store (bounded by
  *   max_headers and max_header_store); Received count and the first one;
  *   convenience fields (From, To, Subject, ...);
+ * - the headers of the other MIME parts (inner messages of message/rfc822
+ *   parts included), each with its part index, in a store of their own
+ *   (bounded by max_part_headers and max_part_header_store): what
+ *   SpamAssassin's mimeheader rules read;
  * - the MIME tree as a flat array of parts (root = part 0, each with its
  *   parent), bounded by max_depth and max_parts; leaf bodies are decoded
  *   (base64, quoted-printable), converted to UTF-8 and, for text/html,
  *   rendered to text. Non-text parts are only counted (decoded size):
- *   their content is never stored;
+ *   their content is never stored. Attachments are the parts with a name,
+ *   an attachment disposition or a non-text type, and message/rfc822
+ *   parts (a bounce's returned message: its size is the inner message's);
  * - the rule views, SpamAssassin style: "full" (the raw bytes), "rawbody"
  *   (decoded text parts, HTML left as is), "body" (the Subject, then the
  *   text parts with HTML rendered) and "uri" (from HTML attributes and
  *   from the text). They are streamed through message_ops as they are
  *   produced, and "body"/"rawbody"/"uri" are also kept in bounded copies
- *   (max_body, max_rawbody, max_uris) for block-mode matching;
+ *   (max_body, max_rawbody, max_uris) for block-mode matching. "full" is
+ *   kept (max_full) only for a message whose tap asked for it (see
+ *   message_attach(): the rules' full-message stream, and the copy the
+ *   full rules that need PCRE2 run on);
  * - anomalies (a bitmask) and counters for every limit.
  *
  * Memory: struct message is a few KiB; buffers (line, pending header,
- * header store, parts, body copies, URIs, HTML state) are allocated through
+ * header stores, parts, body and full copies, URIs, HTML state) are allocated through
  * engine/mem.h (MEM_MESSAGE) on first need, grow geometrically up to their
  * limit, and are kept by message_reset() for reuse. The one other heap user
  * is glibc's iconv_open() for charsets without a table path.
@@ -48,6 +57,9 @@ struct message_limits {
 	uint32_t max_rawbody;       /* accumulated "rawbody" view */
 	uint32_t max_uris;          /* distinct URIs kept */
 	uint32_t max_uri_len;       /* longer URIs are cut (counted) */
+	uint32_t max_full;          /* kept copy of the raw message (when asked for) */
+	uint32_t max_part_headers;  /* headers of MIME parts other than the root */
+	uint32_t max_part_header_store; /* bytes of stored part header text */
 	uint32_t flags;             /* MESSAGE_F_* */
 };
 
@@ -58,12 +70,13 @@ enum message_flags {
 
 /* Fills lim with the defaults: 8 KiB lines, 64 KiB per header, 1000
  * headers, 256 KiB header store, depth 16, 256 parts, 256 KiB body and
- * rawbody, 256 URIs of up to 2 KiB, MESSAGE_F_BODY_SUBJECT. message_new()
- * also takes any 0 field in its limits as the default. */
+ * rawbody, 256 URIs of up to 2 KiB, 256 KiB of raw message kept when a tap
+ * asks for it, 1000 part headers in 128 KiB, MESSAGE_F_BODY_SUBJECT.
+ * message_new() also takes any 0 field in its limits as the default. */
 void message_limits_default(struct message_limits *lim);
 
 enum message_view {
-	MESSAGE_VIEW_FULL = 1,      /* raw bytes as fed */
+	MESSAGE_VIEW_FULL = 1,      /* raw bytes as fed (kept only on request) */
 	MESSAGE_VIEW_BODY,          /* decoded, UTF-8, HTML rendered */
 	MESSAGE_VIEW_RAWBODY,       /* decoded, UTF-8, HTML as is */
 };
@@ -80,7 +93,8 @@ enum message_part_flags {
 	MESSAGE_PART_RFC822 = 1 << 1,     /* message/rfc822: its child is the inner message */
 	MESSAGE_PART_TEXT = 1 << 2,       /* delivered to body/rawbody */
 	MESSAGE_PART_HTML = 1 << 3,
-	MESSAGE_PART_ATTACHMENT = 1 << 4, /* disposition attachment, a name, or not text */
+	MESSAGE_PART_ATTACHMENT = 1 << 4, /* disposition attachment, a name, not text, or
+					   * message/rfc822 */
 	MESSAGE_PART_OPAQUE = 1 << 5,     /* not descended into (depth or part limit) */
 	MESSAGE_PART_CLOSED = 1 << 6,     /* multipart: its close delimiter was seen */
 	MESSAGE_PART_ENDED = 1 << 7,      /* the part is complete */
@@ -97,8 +111,9 @@ struct message_part {
 	uint16_t flags;             /* MESSAGE_PART_* */
 	enum message_cte cte;
 	uint32_t header_count;      /* headers of this entity */
-	uint64_t raw_size;          /* body bytes as on the wire (line ends count 1) */
-	uint64_t decoded_size;      /* after base64/quoted-printable */
+	uint64_t raw_size;          /* body bytes as on the wire (line ends count 1);
+				     * message/rfc822: the inner message's */
+	uint64_t decoded_size;      /* after base64/quoted-printable (rfc822: raw_size) */
 	char type[MESSAGE_TYPE_MAX];        /* lowercased "text/plain" */
 	char charset[MESSAGE_CHARSET_MAX];  /* lowercased, "" when none */
 	char name[MESSAGE_NAME_MAX];        /* UTF-8 file name, "" when none */
@@ -157,6 +172,9 @@ enum message_anomaly {
 	MESSAGE_ANOM_NO_HEADERS,            /* the message does not start with a header */
 	MESSAGE_ANOM_HEADERS_UNTERMINATED,  /* ended inside the header block */
 	MESSAGE_ANOM_BARE_CR_LF_MIX,        /* both CRLF and bare LF line ends */
+	MESSAGE_ANOM_FULL_TRUNCATED,        /* the kept raw copy hit max_full */
+	MESSAGE_ANOM_PART_HEADERS_CUT,      /* part headers over max_part_headers or
+					     * max_part_header_store (not stored) */
 	MESSAGE_ANOM_MAX
 };
 
@@ -169,6 +187,7 @@ struct message_counters {
 	uint64_t headers_dropped;   /* not stored: count or store cap */
 	uint64_t header_bytes_cut;  /* bytes past max_header_bytes */
 	uint64_t part_headers;      /* headers of MIME parts */
+	uint64_t part_headers_dropped;  /* not stored: count or store cap */
 	uint64_t received;
 	uint64_t parts;             /* recorded */
 	uint64_t parts_dropped;     /* over max_parts */
@@ -185,6 +204,7 @@ struct message_counters {
 	uint64_t rawbody_bytes;
 	uint64_t body_cut;          /* "body" bytes not kept in the copy */
 	uint64_t rawbody_cut;
+	uint64_t full_cut;          /* raw bytes not kept in the full copy */
 	uint64_t uris;              /* distinct URIs reported */
 	uint64_t uris_dropped;      /* over max_uris */
 	uint64_t uris_cut;          /* URIs longer than max_uri_len */
@@ -222,7 +242,8 @@ void message_feed(struct message *m, const uint8_t *p, size_t n);
 /* Ends the message: flushes the last line, closes open parts (counting
  * unclosed multiparts) and decoders. Feeding after it is ignored. */
 void message_end(struct message *m);
-/* Forgets the message, keeping the buffers; limits, ops and user stay. */
+/* Forgets the message, keeping the buffers; limits, ops and user stay.
+ * An attached tap object is released (see message_attach()). */
 void message_reset(struct message *m);
 void message_free(struct message *m);
 
@@ -249,13 +270,21 @@ uint32_t message_received_count(const struct message *m);
 /* The first (topmost) Received header's unfolded value, or NULL. */
 const char *message_first_received(const struct message *m);
 
+/* Headers of the MIME parts other than the root (whose headers are the
+ * top-level ones above), in message order, so by nondecreasing part index:
+ * the i-th stored one, or NULL; *part (may be NULL) gets its part index. */
+uint32_t message_part_header_count(const struct message *m);
+const struct message_header *message_part_header_at(const struct message *m, uint32_t i,
+						    uint32_t *part);
+
 uint32_t message_part_count(const struct message *m);
 const struct message_part *message_part_at(const struct message *m, uint32_t i);
 /* Parts with MESSAGE_PART_ATTACHMENT, in order: i-th one, or NULL. */
 const struct message_part *message_attachment(const struct message *m, uint32_t i);
 
-/* The kept copy of MESSAGE_VIEW_BODY or MESSAGE_VIEW_RAWBODY (not
- * NUL-terminated; may be NULL with *len 0). */
+/* The kept copy of MESSAGE_VIEW_BODY, MESSAGE_VIEW_RAWBODY or, when a tap
+ * asked for it, MESSAGE_VIEW_FULL (not NUL-terminated; may be NULL with
+ * *len 0). */
 const uint8_t *message_view(const struct message *m, enum message_view v, size_t *len);
 uint32_t message_uri_count(const struct message *m);
 const char *message_uri_at(const struct message *m, uint32_t i, size_t *len);
@@ -270,6 +299,27 @@ const struct message_counters *message_counters(const struct message *m);
 size_t message_memory(const struct message *m);
 /* Number of mem_alloc/realloc calls this parser made since message_new. */
 uint64_t message_allocations(const struct message *m);
+
+/* A tap: an object that sees the raw bytes of the message being fed and
+ * lives as long as that message does. The rules' full-message stream is
+ * one (verdict.c): attached when a transaction's content begins, fed each
+ * piece as message_feed() gets it (before parsing), and released by the
+ * next message_reset() or message_free(), whichever path ends the message
+ * (end of data, RSET, abort, gap, flow eviction), so it can never outlive
+ * the message nor leak. */
+struct message_tap {
+	void (*feed)(void *obj, const uint8_t *p, size_t n);
+	void (*release)(void *obj);     /* the tap's owner frees obj here */
+};
+
+/* Attaches obj (through tap, which must outlive the attachment) to m,
+ * releasing any object attached before. Call before the first byte is
+ * fed. keep_full: also keep the first max_full raw bytes
+ * (MESSAGE_VIEW_FULL; beyond them the full_truncated anomaly and
+ * counters.full_cut). */
+void message_attach(struct message *m, const struct message_tap *tap, void *obj, int keep_full);
+/* The object attached through tap, or NULL. */
+void *message_attached(const struct message *m, const struct message_tap *tap);
 
 /* Checks the internal invariants. Returns 0, or -EINVAL with *why (may be
  * NULL) naming the first one broken. */

@@ -11,6 +11,48 @@
 #include "smtp.h"
 #include "verdict.h"
 
+struct pipeline_stage_clock pipeline_stages;
+
+static const char *const stage_names[PIPELINE_STAGE_MAX] = {
+	[PIPELINE_STAGE_OTHER] = "other",
+	[PIPELINE_STAGE_DECODE] = "decode",
+	[PIPELINE_STAGE_FLOW] = "flow",
+	[PIPELINE_STAGE_REASM] = "reassembly",
+	[PIPELINE_STAGE_SMTP] = "smtp",
+	[PIPELINE_STAGE_MESSAGE] = "message",
+	[PIPELINE_STAGE_MATCH] = "match",
+	[PIPELINE_STAGE_STORM] = "storm",
+	[PIPELINE_STAGE_OUTPUT] = "output",
+};
+
+const char *pipeline_stage_name(enum pipeline_stage s)
+{
+	return (unsigned)s < PIPELINE_STAGE_MAX ? stage_names[s] : "?";
+}
+
+void pipeline_stages_start(void)
+{
+	memset(&pipeline_stages, 0, sizeof(pipeline_stages));
+	pipeline_stages.cur = PIPELINE_STAGE_OTHER;
+	pipeline_stages.mark = rte_rdtsc();
+	pipeline_stages.on = true;
+}
+
+void pipeline_stages_pause(void)
+{
+	if (!pipeline_stages.on)
+		return;
+	pipeline_stage_enter(pipeline_stages.cur);
+	pipeline_stages.changes--;   /* not a stage change */
+	pipeline_stages.on = false;
+}
+
+void pipeline_stages_resume(void)
+{
+	pipeline_stages.mark = rte_rdtsc();
+	pipeline_stages.on = true;
+}
+
 /* What the pipeline keeps per flow, beside the flow itself: made at the
  * flow's first payload byte (or first dumped byte), so a flow that never
  * carries data costs only struct flow. The message parser exists only while
@@ -62,6 +104,7 @@ static void msg_put(struct pipeline *pl, struct message *m)
 static void tx_data_begin(void *user, const struct smtp_tx *tx)
 {
 	struct flow_app *a = user;
+	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_MESSAGE);
 
 	(void)tx;
 	if (a->msg) {
@@ -69,11 +112,16 @@ static void tx_data_begin(void *user, const struct smtp_tx *tx)
 		 * a protocol violation the tx is flagged for): the server reads
 		 * the new content as the message, so do we */
 		message_reset(a->msg);
-		return;
+	} else {
+		a->msg = msg_get(a->pl);
+		if (!a->msg)
+			a->pl->stats.msg_alloc_fail++;
 	}
-	a->msg = msg_get(a->pl);
-	if (!a->msg)
-		a->pl->stats.msg_alloc_fail++;
+	/* full rules: the raw bytes reach the rules' streams as they arrive
+	 * (released with the message, whichever way the transaction ends) */
+	if (a->msg && a->pl->verdict)
+		verdict_begin(a->pl->verdict, a->msg);
+	pipeline_stage_enter(prev);
 }
 
 static void tx_data(void *user, const struct smtp_tx *tx, const uint8_t *p, size_t n)
@@ -81,8 +129,12 @@ static void tx_data(void *user, const struct smtp_tx *tx, const uint8_t *p, size
 	struct flow_app *a = user;
 
 	(void)tx;
-	if (a->msg)
+	if (a->msg) {
+		unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_MESSAGE);
+
 		message_feed(a->msg, p, n);
+		pipeline_stage_enter(prev);
+	}
 }
 
 static void tx_end(void *user, const struct smtp_session *s, const struct smtp_tx *tx)
@@ -90,6 +142,7 @@ static void tx_end(void *user, const struct smtp_session *s, const struct smtp_t
 	struct flow_app *a = user;
 	struct pipeline *pl = a->pl;
 	struct message *m = a->msg;
+	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_MESSAGE);
 
 	if (m) {
 		message_end(m);
@@ -102,13 +155,19 @@ static void tx_end(void *user, const struct smtp_session *s, const struct smtp_t
 	if (pl->cfg.tx_records) {
 		const struct match_hits *h = NULL;
 
-		if (pl->verdict)
+		if (pl->verdict) {
+			/* verdict_tx() moves the clock to STORM for its tracking */
+			pipeline_stage_enter(PIPELINE_STAGE_MATCH);
 			h = verdict_tx(pl->verdict, m, tx, flow_client_addr(a->flow),
 				       a->flow->ipver, pl->now);
+		}
+		pipeline_stage_enter(PIPELINE_STAGE_OUTPUT);
 		output_tx_record(pl->out, a->flow, s, tx, m, pl->verdict, h);
+		pipeline_stage_enter(PIPELINE_STAGE_MESSAGE);
 	}
 	a->msg = NULL;
 	msg_put(pl, m);
+	pipeline_stage_enter(prev);
 }
 
 static const struct smtp_ops smtp_ops = {
@@ -168,24 +227,32 @@ static void on_data(void *user, void *owner, int dir, const uint8_t *p, uint32_t
 	struct pipeline *pl = user;
 	struct flow *f = owner;
 	struct flow_app *a;
+	unsigned prev;
 
 	if (pl->cfg.dump_dir)
 		dump_bytes(pl, f, dir, p, n);
 	if (!pl->cfg.smtp)
 		return;
+	prev = pipeline_stage_enter(PIPELINE_STAGE_SMTP);
 	a = app_of(pl, f);
 	if (a && a->smtp)
 		smtp_feed(a->smtp, dir, p, n, pl->now);
+	pipeline_stage_enter(prev);
 }
 
 static void on_gap(void *user, void *owner, int dir, uint32_t n)
 {
 	struct pipeline *pl = user;
 	struct flow_app *a;
+	unsigned prev;
 
+	if (!pl->cfg.smtp)
+		return;
+	prev = pipeline_stage_enter(PIPELINE_STAGE_SMTP);
 	/* app_of() makes the session if need be: a gap before any byte still tells */
-	if (pl->cfg.smtp && (a = app_of(pl, owner)) && a->smtp)
+	if ((a = app_of(pl, owner)) && a->smtp)
 		smtp_gap(a->smtp, dir, n);
+	pipeline_stage_enter(prev);
 }
 
 /* Ends everything the flow feeds (streams, consumer), writes its record and
@@ -194,6 +261,7 @@ static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
 {
 	enum reasm_end rwhy = why == FLOW_END_RST ? REASM_END_RST : REASM_END_FLUSH;
 	struct flow_app *a = f->app;
+	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_REASM);
 
 	if (f->end == FLOW_END_NONE)
 		f->end = (uint8_t)why;
@@ -202,12 +270,16 @@ static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
 		reasm_end(&pl->reasm, &f->stream[FLOW_TOCLIENT], f, FLOW_TOCLIENT, rwhy);
 	}
 	if (a && a->smtp) {
+		pipeline_stage_enter(PIPELINE_STAGE_SMTP);
 		smtp_end(a->smtp, pl->now);   /* reports open transactions */
 		smtp_session_free(a->smtp);
 		a->smtp = NULL;
 	}
-	if (pl->cfg.flow_records)
+	if (pl->cfg.flow_records) {
+		pipeline_stage_enter(PIPELINE_STAGE_OUTPUT);
 		output_flow_record(pl->out, f);
+	}
+	pipeline_stage_enter(PIPELINE_STAGE_FLOW);
 	if (a) {
 		for (int d = 0; d < 2; d++)
 			if (a->dump[d] && fclose(a->dump[d]) != 0)
@@ -216,6 +288,7 @@ static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
 		mem_free(MEM_FLOW, a);
 		f->app = NULL;
 	}
+	pipeline_stage_enter(prev);
 }
 
 /* flow table callback: the flow leaves the table */
@@ -261,7 +334,8 @@ fail_alloc:
 	return NULL;
 }
 
-void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, uint64_t ts_ns)
+static inline void packet_path(struct pipeline *pl, const uint8_t *frame, uint32_t len,
+			       uint64_t ts_ns)
 {
 	struct pkt p;
 	struct flow *f;
@@ -277,6 +351,7 @@ void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, ui
 		return;
 	pl->stats.tcp_packets++;
 	p.ts_ns = pl->now;
+	pipeline_stage_enter(PIPELINE_STAGE_FLOW);
 	f = flow_get(pl->flows, &p, pl->now, &dir, &created);
 	if (!f)
 		return;
@@ -302,6 +377,7 @@ void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, ui
 		return;
 	}
 
+	pipeline_stage_enter(PIPELINE_STAGE_REASM);
 	s = &f->stream[dir];
 	if (p.payload_len || (p.tcp_flags & (TCPF_SYN | TCPF_FIN)))
 		reasm_segment(&pl->reasm, s, f, dir, p.seq, p.tcp_flags, p.payload, p.payload_len);
@@ -321,16 +397,32 @@ void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, ui
 		flow_close(pl, f, FLOW_END_FIN);
 }
 
+void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, uint64_t ts_ns)
+{
+	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_DECODE);
+
+	packet_path(pl, frame, len, ts_ns);
+	pipeline_stage_enter(prev);
+}
+
 void pipeline_housekeeping(struct pipeline *pl)
 {
+	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_FLOW);
+
 	flow_expire(pl->flows, pl->now, pl->cfg.expire_work);
-	if (pl->verdict)
+	if (pl->verdict) {
+		pipeline_stage_enter(PIPELINE_STAGE_STORM);
 		verdict_advance(pl->verdict, pl->now);
+	}
+	pipeline_stage_enter(prev);
 }
 
 void pipeline_finish(struct pipeline *pl)
 {
+	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_FLOW);
+
 	flow_table_flush(pl->flows, FLOW_END_EOF);
+	pipeline_stage_enter(prev);
 }
 
 void pipeline_free(struct pipeline *pl)

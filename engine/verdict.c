@@ -17,6 +17,7 @@
 #include "match.h"
 #include "mem.h"
 #include "message.h"
+#include "pipeline.h"   /* pipeline_stage_enter (--stage-times) */
 #include "rules.h"
 #include "smtp.h"
 #include "storm.h"
@@ -31,6 +32,10 @@ struct verdict {
 	struct match_hits *hits;
 	struct match_header *hdrs;
 	uint32_t cap_hdrs;
+	struct match_header *mhdrs;      /* every MIME part's headers (mimeheader) */
+	uint32_t cap_mhdrs;
+	struct verdict_stream *streams;  /* full-rule states of messages in flight */
+	uint64_t stream_bytes;           /* their stream state, against the cap */
 	struct match_text *paras;
 	uint32_t cap_paras;
 	char *norm;                      /* the body view, normalised (see body_paragraphs) */
@@ -49,6 +54,15 @@ struct verdict {
 	const char *rcpt_ptrs[VERDICT_MAX_RCPT];
 	uint8_t rcpt_status[VERDICT_MAX_RCPT];
 	struct verdict_stats stats;
+};
+
+/* A message in flight's full-rule state: the message stage's tap object,
+ * freed by the message (vstream_release). */
+struct verdict_stream {
+	struct verdict *v;               /* NULL once its verdict is gone (reload) */
+	struct verdict_stream *prev, *next;
+	struct match_stream *st;         /* NULL: no stream (none needed, capped, oom) */
+	size_t bytes;                    /* st's size, counted in v->stream_bytes */
 };
 
 /* The track grammar's words (rules.c) mapped to the tracker's fields. One
@@ -242,6 +256,17 @@ void verdict_free(struct verdict *v)
 {
 	if (!v)
 		return;
+	/* messages still in flight (a reload) keep their state objects, which
+	 * their message frees; the streams, tied to these rules, go now */
+	while (v->streams) {
+		struct verdict_stream *vs = v->streams;
+
+		v->streams = vs->next;
+		match_stream_free(vs->st);
+		vs->st = NULL;
+		vs->v = NULL;
+		vs->prev = vs->next = NULL;
+	}
 	storm_free(v->storm);
 	mem_free(MEM_STORM, v->sink);
 	mem_free(MEM_STORM, v->srules);
@@ -253,10 +278,104 @@ void verdict_free(struct verdict *v)
 	match_set_free(v->ms);
 	rule_set_free(v->rules);
 	mem_free(MEM_RULES, v->hdrs);
+	mem_free(MEM_RULES, v->mhdrs);
 	mem_free(MEM_RULES, v->paras);
 	mem_free(MEM_RULES, v->norm);
 	mem_free(MEM_RULES, v->uris);
 	mem_free(MEM_RULES, v);
+}
+
+/* --- full rules ---------------------------------------------------------- */
+
+static void vstream_feed(void *obj, const uint8_t *p, size_t n)
+{
+	struct verdict_stream *vs = obj;
+	unsigned prev;
+
+	if (!vs->v || !vs->st)
+		return;
+	prev = pipeline_stage_enter(PIPELINE_STAGE_MATCH);   /* --stage-times */
+	/* a failure is counted (scratch stats) and reported at the close */
+	(void)match_stream_feed(vs->v->ms, vs->v->scratch, vs->st, p, n);
+	pipeline_stage_enter(prev);
+}
+
+static void vstream_release(void *obj)
+{
+	struct verdict_stream *vs = obj;
+
+	if (vs->v) {
+		if (vs->prev)
+			vs->prev->next = vs->next;
+		else
+			vs->v->streams = vs->next;
+		if (vs->next)
+			vs->next->prev = vs->prev;
+		vs->v->stream_bytes -= vs->bytes;
+	}
+	match_stream_free(vs->st);
+	mem_free(MEM_MATCH, vs);
+}
+
+static const struct message_tap vstream_tap = { vstream_feed, vstream_release };
+
+void verdict_begin(struct verdict *v, struct message *m)
+{
+	const struct match_full_info *fi = match_set_full(v->ms);
+	struct verdict_stream *vs;
+
+	if (!fi->rules)
+		return;
+	vs = mem_calloc(MEM_MATCH, 1, sizeof(*vs));
+	if (!vs) {
+		v->stats.full_alloc_fail++;
+		return;     /* no state: counted as skipped at the end */
+	}
+	if (fi->stream_dbs) {
+		if (v->stream_bytes + fi->stream_bytes > VERDICT_STREAM_MEMCAP) {
+			v->stats.full_capped++;
+			mem_free(MEM_MATCH, vs);
+			return;
+		}
+		vs->st = match_stream_open(v->ms);
+		if (!vs->st) {
+			v->stats.full_alloc_fail++;
+			mem_free(MEM_MATCH, vs);
+			return;
+		}
+		vs->bytes = match_stream_size(vs->st);
+		v->stream_bytes += vs->bytes;
+	}
+	vs->v = v;
+	vs->next = v->streams;
+	if (v->streams)
+		v->streams->prev = vs;
+	v->streams = vs;
+	message_attach(m, &vstream_tap, vs, fi->need_copy);
+}
+
+uint64_t verdict_stream_bytes(const struct verdict *v)
+{
+	return v->stream_bytes;
+}
+
+/* Ends m's full-rule state: the streams' end-of-data matches and what
+ * needs PCRE2 on the raw copy join v's hits. */
+static void full_end(struct verdict *v, const struct message *m, const struct match_msg *mm)
+{
+	const struct match_full_info *fi = match_set_full(v->ms);
+	struct verdict_stream *vs = message_attached(m, &vstream_tap);
+
+	if (!fi->rules)
+		return;
+	if (!vs || vs->v != v || (fi->stream_dbs && !vs->st)) {
+		v->stats.full_skipped++;
+		return;
+	}
+	v->stats.full_streamed++;
+	if (vs->st && match_stream_close(v->ms, v->scratch, vs->st, mm->full, mm->full_len,
+					 v->hits) < 0)
+		v->stats.scan_errors++;
 }
 
 static inline bool is_ws(char c)
@@ -408,6 +527,7 @@ void verdict_build_views(struct verdict *v, const struct message *m, const struc
 			v->hdrs[i].value_len = h->decoded_len;
 			v->hdrs[i].raw = h->raw;
 			v->hdrs[i].raw_len = h->raw_len;
+			v->hdrs[i].part = 0;
 		}
 		mm.headers = v->hdrs;
 		mm.nheaders = nh;
@@ -433,6 +553,46 @@ void verdict_build_views(struct verdict *v, const struct message *m, const struc
 		mm.uris = v->uris;
 		mm.nuris = nu;
 	}
+	/* mimeheader: the message's own headers are part 0's, then every
+	 * other part's (message order, so by part) */
+	{
+		uint32_t np = message_part_header_count(m), n = 0;
+
+		if (mem_grow(MEM_RULES, (void **)&v->mhdrs, &v->cap_mhdrs, nh + np ? nh + np : 1,
+			     sizeof(*v->mhdrs), 32, 0) >= 0) {
+			if (mm.headers) {
+				memcpy(v->mhdrs, mm.headers, nh * sizeof(*v->mhdrs));
+				n = nh;
+			}
+			for (uint32_t i = 0; i < np; i++) {
+				uint32_t part = 0;
+				const struct message_header *h = message_part_header_at(m, i, &part);
+				struct match_header *o = &v->mhdrs[n++];
+
+				o->name = h->name;
+				o->name_len = h->name_len;
+				o->value = h->decoded;
+				o->value_len = h->decoded_len;
+				o->raw = h->raw;
+				o->raw_len = h->raw_len;
+				o->part = part;
+			}
+			mm.mime_headers = v->mhdrs;
+			mm.nmime_headers = n;
+			mm.nparts = message_part_count(m);
+		}
+	}
+	/* the raw copy, kept when the rules asked for it (full rules that
+	 * need PCRE2) */
+	{
+		size_t fl = 0;
+		const uint8_t *f = message_view(m, MESSAGE_VIEW_FULL, &fl);
+
+		if (f && fl) {
+			mm.full = (const char *)f;
+			mm.full_len = fl;
+		}
+	}
 	if (tx && tx->mail_from) {
 		mm.envelope_from = tx->mail_from;
 		mm.envelope_from_len = strlen(tx->mail_from);
@@ -446,9 +606,9 @@ static void scan_content(struct verdict *v, const struct message *m, const struc
 	struct match_msg mm;
 
 	verdict_build_views(v, m, tx, &mm);
-	v->stats.full_skipped++;
 	if (match_scan_msg(v->ms, v->scratch, &mm, v->hits) < 0)
 		v->stats.scan_errors++;
+	full_end(v, m, &mm);
 	v->stats.messages++;
 }
 
@@ -545,6 +705,7 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 	v->shits.n = 0;
 	if (m)
 		scan_content(v, m, tx);
+	pipeline_stage_enter(PIPELINE_STAGE_STORM);   /* --stage-times */
 	if (v->storm && tx) {
 		struct storm_tx_summary sum;
 		uint32_t n = tx->nrcpt < VERDICT_MAX_RCPT ? tx->nrcpt : VERDICT_MAX_RCPT;
@@ -577,6 +738,7 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 		if (v->shits.n)
 			v->stats.behaviour_hits++;
 	}
+	pipeline_stage_enter(PIPELINE_STAGE_MATCH);
 	return score(v);
 }
 
@@ -637,6 +799,16 @@ void verdict_set_event_sink(struct verdict *v,
 	v->event_user = user;
 }
 
+uint64_t verdict_max_window_ns(const struct verdict *v)
+{
+	uint64_t w = 0;
+
+	for (uint32_t i = 0; v && i < v->n_storm; i++)
+		if (v->srules[i].window_ns > w)
+			w = v->srules[i].window_ns;
+	return w;
+}
+
 const char *verdict_rule_name(const struct verdict *v, uint32_t id)
 {
 	return id < v->rules->nrules ? v->rules->rules[id].name : "?";
@@ -673,6 +845,20 @@ void verdict_print_counts(const struct verdict *v, FILE *f)
 		(unsigned long long)c->kinds[MATCH_KIND_PREFILTER],
 		(unsigned long long)c->kinds[MATCH_KIND_PCRE], (unsigned long long)c->native,
 		(unsigned long long)c->metas, c->compile_seconds);
+	{
+		const struct match_full_info *fi = match_set_full(v->ms);
+
+		if (fi->rules)
+			fprintf(f, "  full rules:  %u (%u streaming database%s, %zu bytes of stream state "
+				"per message%s); %llu messages streamed, %llu skipped (%llu at the "
+				"stream memcap, %llu out of memory)\n", fi->rules, fi->stream_dbs,
+				fi->stream_dbs == 1 ? "" : "s", fi->stream_dbs ? fi->stream_bytes : (size_t)0,
+				fi->need_copy ? "; a raw copy kept for the ones that need PCRE2" : "",
+				(unsigned long long)v->stats.full_streamed,
+				(unsigned long long)v->stats.full_skipped,
+				(unsigned long long)v->stats.full_capped,
+				(unsigned long long)v->stats.full_alloc_fail);
+	}
 }
 
 const char *verdict_default_rules_dir(void)

@@ -6,10 +6,20 @@
  * every transaction, with or without content, is summarised into it, and
  * the behaviour rules it meets count as hits beside the content rules (metas
  * can combine both). verdict_message() turns
- * the message stage's results into SpamAssassin's views (header list, body
- * paragraphs with the Subject first, rawbody, URIs, the envelope sender) and
- * scans them; the full raw message is not kept by the message stage, so
- * `full` rules never hit here (counted: verdict_stats.full_skipped).
+ * the message stage's results into SpamAssassin's views (header list, the
+ * headers of every MIME part, body paragraphs with the Subject first,
+ * rawbody, URIs, the envelope sender) and scans them.
+ *
+ * `full` rules see the raw message as it arrives: verdict_begin() attaches
+ * a full-rule state to a message about to be fed (a tap of the message
+ * stage: the Hyperscan streams of the rules' streaming databases, and the
+ * request for a bounded raw copy when some full rule needs PCRE2). The
+ * state lives exactly as long as the message's content (released by
+ * message_reset()/message_free(): end of data, RSET, abort, gap, flow
+ * eviction) and is accounted in mem.h (MEM_MATCH); the streams of all
+ * messages in flight are capped at VERDICT_STREAM_MEMCAP. A message that
+ * was not attached (or whose state belongs to rules since reloaded, or was
+ * refused at the cap) gets no full-rule hits: verdict_stats.full_skipped.
  */
 #ifndef BW_VERDICT_H
 #define BW_VERDICT_H
@@ -25,10 +35,16 @@ struct smtp_tx;
 struct storm_event;
 struct verdict;
 
+/* Stream state of all messages in flight, at most (then full_capped). */
+#define VERDICT_STREAM_MEMCAP (64ull << 20)
+
 struct verdict_stats {
 	uint64_t messages;           /* scanned */
 	uint64_t scan_errors;        /* a scan that failed (Hyperscan or PCRE2 error) */
+	uint64_t full_streamed;      /* messages whose full rules ran (streamed) */
 	uint64_t full_skipped;       /* messages whose full rules could not run */
+	uint64_t full_capped;        /* of those: refused at VERDICT_STREAM_MEMCAP */
+	uint64_t full_alloc_fail;    /* of those: out of memory */
 	uint64_t actions[4];         /* pass, tag, block, other */
 	uint64_t behaviour_hits;     /* transactions with at least one track rule hit */
 	uint64_t storm_events_up, storm_events_down;
@@ -48,6 +64,13 @@ void verdict_set_event_sink(struct verdict *v,
 			    void (*on_event)(void *user, const struct storm_event *ev),
 			    void *user);
 void verdict_free(struct verdict *v);
+
+/* A message's content is about to be fed to m: attaches the full rules'
+ * state (see above) when the rules have full rules; nothing otherwise.
+ * Call before the first byte. */
+void verdict_begin(struct verdict *v, struct message *m);
+/* Bytes of stream state held now by v's messages in flight. */
+uint64_t verdict_stream_bytes(const struct verdict *v);
 
 /* Scans m (ended) of transaction tx. Returns the hits with score and action
  * set, owned by v and valid until the next call; NULL when m is NULL. Used
@@ -84,6 +107,8 @@ bool verdict_adopt_storm(struct verdict *nv, struct verdict *old);
 
 /* Bounded window housekeeping on the engine clock; call once per burst. */
 void verdict_advance(struct verdict *v, uint64_t now);
+/* The longest window of the loaded track rules (0: none). */
+uint64_t verdict_max_window_ns(const struct verdict *v);
 
 /* Name, score and describe text of rule id (for records and reports). */
 const char *verdict_rule_name(const struct verdict *v, uint32_t id);

@@ -3,6 +3,7 @@
  * message per class, header field extraction, native tests, meta scoring
  * and actions, scratch cloning. The stock SpamAssassin rules compile in
  * test_match_stock (slow, skipped under sanitizers). */
+#include <errno.h>
 #include <hs/hs.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "bw-config.h"
 #include "check.h"
 #include "match.h"
+#include "mem.h"
 
 /* --- flag mapping --------------------------------------------------- */
 
@@ -209,13 +211,13 @@ static const char mtext[] =
 	"action  tag 5\n"
 	"action  block 100\n";
 
-#define HDR(n, v) { n, sizeof(n) - 1, v, sizeof(v) - 1, v, sizeof(v) - 1 }
+#define HDR(n, v) { n, sizeof(n) - 1, v, sizeof(v) - 1, v, sizeof(v) - 1, 0 }
 
 static const struct match_header mheaders[] = {
 	HDR("Received", "from a by b"),
 	HDR("Received", "from b by c"),
 	HDR("Received", "from c by d"),
-	{ "Subject", 7, "FREE MONEY NOW FOR YOU", 22, "=?utf-8?q?FREE_MONEY_NOW_FOR_YOU?=", 34 },
+	{ "Subject", 7, "FREE MONEY NOW FOR YOU", 22, "=?utf-8?q?FREE_MONEY_NOW_FOR_YOU?=", 34, 0 },
 	HDR("From", "\"Spammer Joe\" <spam@example.com>"),
 	HDR("To", "alice@a.example, Bob <bob@b.example>"),
 	HDR("Cc", "carol@c.example, dave@d.example (Dave)"),
@@ -268,6 +270,9 @@ static void test_scan_message(void)
 	if (!build(&b, mtext))
 		goto out;
 	CHECK_EQ_U64(match_scan_msg(b.ms, b.s, &msg, b.h), 0);
+	/* S_FULL is exact: a streaming database, not scanned by match_scan_msg */
+	CHECK_EQ_U64(hits_of(&b, "S_FULL"), 0);
+	CHECK_EQ_U64(match_scan_full(b.ms, b.s, full, sizeof(full) - 1, b.h), 0);
 	match_score(b.ms, b.h);
 	for (size_t i = 0; i < sizeof(hcases) / sizeof(hcases[0]); i++) {
 		uint32_t got = hits_of(&b, hcases[i].rule);
@@ -310,6 +315,8 @@ static void test_scan_message(void)
 		CHECK(s2 != NULL);
 		match_hits_reset(b.h);
 		CHECK_EQ_U64(match_scan_msg(b.ms, s2, &msg, b.h), 0);
+		CHECK_EQ_U64(match_scan_full(b.ms, s2, full, sizeof(full) - 1, b.h), 0);
+		CHECK_EQ_U64(hits_of(&b, "S_FULL"), 1);
 		match_score(b.ms, b.h);
 		CHECK_EQ_U64(hits_of(&b, "S_META"), 1);
 		CHECK(match_scratch_stats(s2)->scans > 0);
@@ -320,6 +327,253 @@ static void test_scan_message(void)
 	match_hits_add(b.h, (uint32_t)rules_find(b.rs, "S_NOT_EXISTS"), 2);
 	match_hits_add(b.h, (uint32_t)rules_find(b.rs, "S_NOT_EXISTS"), 0);
 	CHECK_EQ_U64(hits_of(&b, "S_NOT_EXISTS"), 2);
+out:
+	unbuild(&b);
+}
+
+/* --- full rules: streaming ------------------------------------------------ */
+
+static const char ftext[] =
+	"full F_SPAN    /Subject: cheap pills/\n"           /* crosses chunk boundaries */
+	"full F_NUL     /\\x00/\n"
+	"full F_END     /bye\\s*\\z/\n"                      /* reported at end of data */
+	"full F_MULTI   /pill/\n"
+	"tflags F_MULTI multiple maxhits=3\n"
+	"full F_MULTI9  /pill/\n"
+	"tflags F_MULTI9 multiple\n"
+	"full F_EMPTY   /x*/\n"                             /* matches \"\": always */
+	"full F_LONG    /^[^\\r\\n]{70}/m\n"                 /* a costly repeat: a db alone */
+	"full F_MISS    /never here/\n"
+	"full F_BACKREF /(ab)\\1/\n"                         /* prefilter: on the copy */
+	"full F_LOOK    /^From:\\s+(\\S+)\\s(?=.{1,200}^\\1\\r?$)/sm\n"
+	"full F_PCRE    /\\((?:[^()]|(?R))*\\)/\n"          /* PCRE2 only: on the copy */
+	"body B_PILLS   /pills/\n";
+
+static const char fmsg[] =
+	"From: Joe <joe@x.example>\r\nSubject: cheap pills\r\n\r\n"
+	"pill pill pill pill pill\r\n"
+	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"
+	"abab (a(b)c)\r\nJoe\r\nnul\0here\r\nbye\r\n";
+
+struct fwant {
+	const char *rule;
+	uint32_t whole, cut40;     /* whole copy; copy cut to the first 40 bytes */
+};
+
+static const struct fwant fwants[] = {
+	{ "F_SPAN", 1, 1 }, { "F_NUL", 1, 1 }, { "F_END", 1, 1 }, { "F_MULTI", 3, 1 },
+	{ "F_MULTI9", 6, 1 }, { "F_EMPTY", 1, 1 }, { "F_LONG", 1, 1 }, { "F_MISS", 0, 0 },
+	{ "F_BACKREF", 1, 0 }, { "F_LOOK", 1, 0 }, { "F_PCRE", 1, 0 }, { "B_PILLS", 0, 0 },
+};
+
+/* Streams msg through b's full rules in the pieces cut at cuts[0..ncuts),
+ * or a byte at a time; the rules that need PCRE2 read copy[0..copy_len). */
+static bool stream_run(struct built *b, const char *msg, size_t len, const size_t *cuts,
+		       size_t ncuts, bool bytewise, const char *copy, size_t copy_len)
+{
+	struct match_stream *st = match_stream_open(b->ms);
+	struct match_text t = { copy, copy_len };
+	size_t prev = 0;
+	bool ok = true;
+
+	match_hits_reset(b->h);
+	if (!st)
+		return false;
+	if (bytewise) {
+		for (size_t i = 0; i < len; i++)
+			ok &= match_stream_feed(b->ms, b->s, st, msg + i, 1) == 0;
+	} else {
+		for (size_t k = 0; k <= ncuts; k++) {
+			size_t end = k < ncuts ? cuts[k] : len;
+
+			ok &= match_stream_feed(b->ms, b->s, st, msg + prev, end - prev) == 0;
+			prev = end;
+		}
+	}
+	ok &= match_stream_close(b->ms, b->s, st, copy, copy_len, b->h) == 0;
+	/* the block-mode full databases, as match_scan_msg runs them on the copy */
+	ok &= match_scan_texts(b->ms, b->s, MATCH_CLASS_FULL, &t, 1, false, b->h) == 0;
+	match_stream_free(st);
+	return ok;
+}
+
+static bool fwants_hold(const struct built *b, bool cut, const char *how)
+{
+	bool all = true;
+
+	for (size_t i = 0; i < sizeof(fwants) / sizeof(fwants[0]); i++) {
+		uint32_t got = hits_of(b, fwants[i].rule), want = cut ? fwants[i].cut40 : fwants[i].whole;
+
+		if (got != want) {
+			fprintf(stderr, "%s: %s: %u hits, want %u\n", how, fwants[i].rule, got, want);
+			all = false;
+		}
+	}
+	return all;
+}
+
+static void test_full_stream(void)
+{
+	size_t len = sizeof(fmsg) - 1;
+	const struct match_full_info *fi;
+	struct built b, b2;
+	uint64_t in_use0;
+	struct match_stream *st;
+
+	if (!build(&b, ftext))
+		goto out;
+	fi = match_set_full(b.ms);
+	CHECK_EQ_U64(fi->rules, 11);
+	CHECK(fi->stream_dbs >= 2);         /* F_LONG has one of its own */
+	CHECK_EQ_U64(fi->copy_rules, 5);    /* 3 by kind, 2 counted */
+	CHECK(fi->need_copy);
+	CHECK_EQ_U64(match_rule_kind(b.ms, (uint32_t)rules_find(b.rs, "F_SPAN")), MATCH_KIND_EXACT);
+	CHECK_EQ_U64(match_rule_kind(b.ms, (uint32_t)rules_find(b.rs, "F_BACKREF")),
+		     MATCH_KIND_PREFILTER);
+	/* whole, as one piece */
+	CHECK_EQ_U64(match_scan_full(b.ms, b.s, fmsg, len, b.h), 0);
+	CHECK(fwants_hold(&b, false, "whole"));
+	/* a byte at a time equals whole */
+	CHECK(stream_run(&b, fmsg, len, NULL, 0, true, fmsg, len));
+	CHECK(fwants_hold(&b, false, "byte by byte"));
+	/* two pieces, split at every offset (F_SPAN crosses the cut) */
+	for (size_t cut = 1; cut < len; cut++) {
+		if (!stream_run(&b, fmsg, len, &cut, 1, false, fmsg, len) ||
+		    !fwants_hold(&b, false, "split")) {
+			fprintf(stderr, "  split at %zu\n", cut);
+			CHECK(false);
+			break;
+		}
+		check_passed++;
+	}
+	/* the copy cut short (max_full): the streams still saw every byte;
+	 * what needs PCRE2 sees only the copy; counts come from the copy, at
+	 * least 1 for an exact rule Hyperscan reported */
+	CHECK(stream_run(&b, fmsg, len, NULL, 0, false, fmsg, 40));
+	CHECK(fwants_hold(&b, true, "copy cut"));
+	/* no copy at all (the set did not ask for one): exact rules only */
+	CHECK(stream_run(&b, fmsg, len, NULL, 0, false, NULL, 0));
+	CHECK_EQ_U64(hits_of(&b, "F_SPAN"), 1);
+	CHECK_EQ_U64(hits_of(&b, "F_MULTI"), 1);
+	CHECK_EQ_U64(hits_of(&b, "F_LOOK"), 0);
+	/* stream state is MEM_MATCH, all of it given back: after a close, and
+	 * when a message is abandoned midway (RSET, abort: freed unclosed) */
+	in_use0 = mem_stats.in_use[MEM_MATCH];
+	st = match_stream_open(b.ms);
+	CHECK(st != NULL);
+	CHECK(mem_stats.in_use[MEM_MATCH] > in_use0);
+	CHECK(match_stream_size(st) >= fi->stream_bytes);
+	CHECK_EQ_U64(match_stream_feed(b.ms, b.s, st, fmsg, 30), 0);
+	match_stream_free(st);
+	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], in_use0);
+	st = match_stream_open(b.ms);
+	CHECK_EQ_U64(match_stream_feed(b.ms, b.s, st, fmsg, len), 0);
+	match_hits_reset(b.h);
+	CHECK_EQ_U64(match_stream_close(b.ms, b.s, st, NULL, 0, b.h), 0);
+	CHECK_EQ_U64(hits_of(&b, "F_END"), 1);
+	CHECK_EQ_U64(match_stream_feed(b.ms, b.s, st, "more", 4), 0);     /* spent: ignored */
+	match_stream_free(st);
+	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], in_use0);
+	CHECK(match_scratch_stats(b.s)->streams > 0);
+	CHECK_EQ_U64(match_scratch_stats(b.s)->hs_errors, 0);
+	/* a stream belongs to the set that opened it */
+	if (build(&b2, ftext)) {
+		st = match_stream_open(b.ms);
+		CHECK_EQ_U64(match_stream_feed(b2.ms, b2.s, st, fmsg, 10), (uint64_t)-EINVAL);
+		CHECK_EQ_U64(match_stream_close(b2.ms, b2.s, st, NULL, 0, b2.h), (uint64_t)-EINVAL);
+		match_stream_free(st);
+	}
+	unbuild(&b2);
+	/* no full rules: nothing to open, no copy; exact ones only: no copy */
+	{
+		struct built c;
+
+		if (build(&c, "body B /x/\n")) {
+			CHECK_EQ_U64(match_set_full(c.ms)->stream_dbs, 0);
+			CHECK(match_stream_open(c.ms) == NULL);
+			CHECK(!match_set_full(c.ms)->need_copy);
+		}
+		unbuild(&c);
+		if (build(&c, "full F /abc/\nfull G /d[ef]g/i\n")) {
+			CHECK_EQ_U64(match_set_full(c.ms)->stream_dbs, 1);
+			CHECK(!match_set_full(c.ms)->need_copy);
+		}
+		unbuild(&c);
+	}
+out:
+	unbuild(&b);
+}
+
+/* --- mimeheader ----------------------------------------------------------- */
+
+static const char mhtext[] =
+	"mimeheader M_CT     Content-Type =~ /^image\\/gif\\b/i\n"
+	"mimeheader M_RAW    Content-Type:raw =~ /^image\\/gif;\\n {8}name=\\\".+?\\\"$/s\n"
+	"mimeheader M_ROOT   Content-Type =~ /^multipart\\/mixed/\n"
+	"mimeheader M_UNSET  X-None =~ /^$/\n"
+	"mimeheader M_UNSET2 X-None =~ /^none$/ [if-unset: none]\n"
+	"mimeheader M_RAWUN  X-None:raw =~ /^none$/ [if-unset: none]\n"
+	"mimeheader M_NEG    Content-Type !~ /zip/\n"
+	"mimeheader M_NEG2   Content-Type !~ /gif/\n"
+	"mimeheader M_FIRST  Content-Id =~ /^<first>$/\n"
+	"mimeheader M_LAST   Content-Id =~ /^<second>$/\n"
+	"mimeheader M_MULTI  Content-Type =~ /e/\n"
+	"tflags     M_MULTI  multiple\n"
+	"mimeheader M_ALL    ALL =~ /^Content-Id: <second>$/m\n"
+	"mimeheader M_DEC    Content-Description =~ /r\\xc3\\xa9sum\\xc3\\xa9/\n"
+	"mimeheader M_LOOK   Content-Id =~ /<(s)e\\w*(?=d>)/\n"      /* prefilter + confirm */
+	"header     H_CT     Content-Type =~ /image/\n";
+
+#define PHDR(n, v, r, part) { n, sizeof(n) - 1, v, sizeof(v) - 1, r, sizeof(r) - 1, part }
+
+static void test_mimeheader(void)
+{
+	static const struct match_header top[] = {
+		PHDR("Content-Type", "multipart/mixed; boundary=\"b\"", " multipart/mixed; boundary=\"b\"", 0),
+	};
+	static const struct match_header mh[] = {
+		PHDR("Content-Type", "multipart/mixed; boundary=\"b\"", " multipart/mixed; boundary=\"b\"", 0),
+		PHDR("Content-Type", "text/plain", " text/plain", 1),
+		PHDR("Content-Type", "image/gif;        name=\"x.gif\"",
+		     " image/gif;\n        name=\"x.gif\"", 3),
+		PHDR("Content-Id", "<first>", " <first>", 3),
+		PHDR("Content-Id", "<second>", " <second>", 3),
+		PHDR("Content-Description", "r\xc3\xa9sum\xc3\xa9", " =?utf-8?q?r=C3=A9sum=C3=A9?=", 3),
+	};
+	static const struct { const char *rule; uint32_t want; } want[] = {
+		{ "M_CT", 1 }, { "M_RAW", 1 }, { "M_ROOT", 1 }, { "M_UNSET", 1 }, { "M_UNSET2", 1 },
+		{ "M_RAWUN", 0 },   /* :raw reads "" in a part without it: no if-unset */
+		{ "M_NEG", 1 }, { "M_NEG2", 0 },
+		{ "M_FIRST", 0 },   /* a part's value is its last instance */
+		{ "M_LAST", 1 },
+		{ "M_MULTI", 1 },   /* counted in the first part that matches (root: "mixed") */
+		{ "M_ALL", 1 }, { "M_DEC", 1 }, { "M_LOOK", 1 },
+		{ "H_CT", 0 },      /* header rules read the message's own headers only */
+	};
+	/* part 2 (between 1 and 3) has no header at all */
+	struct match_msg msg = { .headers = top, .nheaders = 1, .mime_headers = mh,
+				 .nmime_headers = 6, .nparts = 4 };
+	struct built b;
+
+	if (!build(&b, mhtext))
+		goto out;
+	CHECK_EQ_U64(match_scan_msg(b.ms, b.s, &msg, b.h), 0);
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		uint32_t got = hits_of(&b, want[i].rule);
+
+		if (got != want[i].want)
+			fprintf(stderr, "%s: %u hits, want %u\n", want[i].rule, got, want[i].want);
+		CHECK_EQ_U64(got, want[i].want);
+	}
+	/* no MIME headers at all: only what reads an absent field hits */
+	match_hits_reset(b.h);
+	msg.mime_headers = NULL;
+	msg.nmime_headers = 0;
+	msg.nparts = 1;
+	CHECK_EQ_U64(match_scan_msg(b.ms, b.s, &msg, b.h), 0);
+	CHECK_EQ_U64(hits_of(&b, "M_CT"), 0);
+	CHECK_EQ_U64(hits_of(&b, "M_UNSET"), 1);
+	CHECK_EQ_U64(hits_of(&b, "M_NEG"), 1);
 out:
 	unbuild(&b);
 }
@@ -389,11 +643,11 @@ static void test_default_rules(void)
 	s = match_scratch_new(ms);
 	h = match_hits_new(ms);
 	for (int i = 0; i < 30; i++)
-		hs[i] = (struct match_header){ "Received", 8, "from x by y", 11, "from x by y", 11 };
+		hs[i] = (struct match_header){ "Received", 8, "from x by y", 11, "from x by y", 11, 0 };
 	for (int i = 0; i < 150; i++)
 		tl += (size_t)snprintf(to + tl, sizeof(to) - tl, "%suser%d@example.net", i ? ", " : "", i);
-	hs[30] = (struct match_header){ "To", 2, to, tl, to, tl };
-	hs[31] = (struct match_header){ "Auto-Submitted", 14, "auto-replied", 12, "auto-replied", 12 };
+	hs[30] = (struct match_header){ "To", 2, to, tl, to, tl, 0 };
+	hs[31] = (struct match_header){ "Auto-Submitted", 14, "auto-replied", 12, "auto-replied", 12, 0 };
 	msg.headers = hs;
 	msg.nheaders = 32;
 	CHECK_EQ_U64(match_scan_msg(ms, s, &msg, h), 0);
@@ -407,7 +661,7 @@ static void test_default_rules(void)
 	/* a plain small message from an unknown sender scores nothing */
 	match_hits_reset(h);
 	msg.nheaders = 1;
-	hs[0] = (struct match_header){ "From", 4, "new@tiny.example", 16, "new@tiny.example", 16 };
+	hs[0] = (struct match_header){ "From", 4, "new@tiny.example", 16, "new@tiny.example", 16, 0 };
 	CHECK_EQ_U64(match_scan_msg(ms, s, &msg, h), 0);
 	match_score(ms, h);
 	CHECK(h->score == 0);
@@ -423,6 +677,8 @@ int main(void)
 	test_flags();
 	test_classify();
 	test_scan_message();
+	test_full_stream();
+	test_mimeheader();
 	test_addresses();
 	test_default_rules();
 	return check_done();

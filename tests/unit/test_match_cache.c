@@ -60,7 +60,7 @@ static const char rules_b[] =
 	"score   B_PILLS     2.5\n"
 	"action  tag 5\n";
 
-#define HDR(n, v) { n, sizeof(n) - 1, v, sizeof(v) - 1, v, sizeof(v) - 1 }
+#define HDR(n, v) { n, sizeof(n) - 1, v, sizeof(v) - 1, v, sizeof(v) - 1, 0 }
 
 static const struct match_header sample_headers[] = {
 	HDR("Received", "from a by b"),
@@ -123,6 +123,8 @@ static bool run_build(struct run *r, const char *text, const char *cache_dir)
 	CHECK(s != NULL && h != NULL);
 	if (s && h) {
 		CHECK_EQ_U64(match_scan_msg(r->ms, s, &sample, h), 0);
+		/* the full rules' streaming databases, fed the raw message */
+		CHECK_EQ_U64(match_scan_full(r->ms, s, sample.full, sample.full_len, h), 0);
 		match_score(r->ms, h);
 		r->nrules = h->nrules;
 		r->count = malloc(h->nrules * sizeof(uint32_t) + 1);
@@ -243,6 +245,54 @@ static time_t mtime_of(const char *path)
 
 static char tmpdir[64];
 
+/* The mode is part of the key: the same pattern as a body rule (block mode)
+ * and as a full rule (stream mode) are two databases, two files; a warm
+ * streaming database streams. */
+static void test_stream_mode_key(void)
+{
+	char dir[256];
+	struct run blk, strm, warm;
+	struct match_scratch *s;
+	struct match_hits *h;
+
+	snprintf(dir, sizeof(dir), "%s/mode", tmpdir);
+	if (!run_build(&blk, "body X /abc[de]f/\n", dir))
+		goto out_blk;
+	CHECK_EQ_U64(blk.c.cache_writes, 1);
+	if (!run_build(&strm, "full X /abc[de]f/\n", dir))
+		goto out_strm;
+	CHECK_EQ_U64(strm.c.cache_hits, 0);
+	CHECK_EQ_U64(strm.c.cache_misses, 1);
+	CHECK_EQ_U64(strm.c.cache_invalid, 0);
+	CHECK_EQ_U64(count_cache(dir), 2);
+	CHECK_EQ_U64(match_set_full(strm.ms)->stream_dbs, 1);
+	if (!run_build(&warm, "full X /abc[de]f/\n", dir))
+		goto out_warm;
+	CHECK_EQ_U64(warm.c.cache_hits, 1);
+	CHECK_EQ_U64(warm.c.cache_misses, 0);
+	s = match_scratch_new(warm.ms);
+	h = match_hits_new(warm.ms);
+	CHECK(s && h);
+	if (s && h) {
+		struct match_stream *st = match_stream_open(warm.ms);
+
+		CHECK(st != NULL);
+		CHECK_EQ_U64(match_stream_feed(warm.ms, s, st, "xxab", 4), 0);
+		CHECK_EQ_U64(match_stream_feed(warm.ms, s, st, "cef", 3), 0);
+		CHECK_EQ_U64(match_stream_close(warm.ms, s, st, NULL, 0, h), 0);
+		CHECK_EQ_U64(h->count[rules_find(warm.rs, "X")], 1);
+		match_stream_free(st);
+	}
+	match_hits_free(h);
+	match_scratch_free(s);
+out_warm:
+	run_free(&warm);
+out_strm:
+	run_free(&strm);
+out_blk:
+	run_free(&blk);
+}
+
 /* Cold, warm, and one changed rule. */
 static void test_cold_warm_changed(void)
 {
@@ -270,6 +320,7 @@ static void test_cold_warm_changed(void)
 	CHECK_EQ_U64(hits_of(&cold, "B_BACKREF"), 1);
 	CHECK_EQ_U64(hits_of(&cold, "U_BITLY"), 1);
 	CHECK_EQ_U64(hits_of(&cold, "M_ZIP"), 1);
+	CHECK_EQ_U64(hits_of(&cold, "F_SUBJ"), 1);
 	CHECK_EQ_U64(hits_of(&cold, "META_1"), 1);
 	CHECK_EQ_U64(match_rule_kind(cold.ms, (uint32_t)rules_find(cold.rs, "B_BACKREF")),
 		     MATCH_KIND_PREFILTER);
@@ -642,6 +693,7 @@ int main(void)
 		return 1;
 	}
 	test_cold_warm_changed();
+	test_stream_mode_key();
 	test_damaged();
 	test_prune();
 	test_unusable_dir();

@@ -54,8 +54,8 @@ int main(void)
 		struct match_scratch *s = match_scratch_new(ms);
 		struct match_hits *h = match_hits_new(ms);
 		static const struct match_header hs[] = {
-			{ "Subject", 7, "Cheap V1AGRA, act now!", 22, "Cheap V1AGRA, act now!", 22 },
-			{ "From", 4, "x@example.com", 13, "x@example.com", 13 },
+			{ "Subject", 7, "Cheap V1AGRA, act now!", 22, "Cheap V1AGRA, act now!", 22, 0 },
+			{ "From", 4, "x@example.com", 13, "x@example.com", 13, 0 },
 		};
 		static const struct match_text body[] = {
 			{ "Cheap V1AGRA, act now!", 22 },

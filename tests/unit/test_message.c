@@ -426,6 +426,7 @@ static void test_charsets(void)
 struct lim_override {
 	uint32_t max_line, max_header_bytes, max_headers, max_depth, max_parts;
 	uint32_t max_body, max_uris, max_header_store;
+	uint32_t max_part_headers, max_part_header_store;
 };
 
 struct msg_case {
@@ -555,15 +556,46 @@ static const struct msg_case msg_cases[] = {
 	  "--b1--\n", 0, {0},
 	  { "parts=4", "part:2.type=message/rfc822", "part:2.rfc822=1", "part:3.parent=2",
 	    "part:3.depth=2", "part:3.type=text/plain", "part:3.headers=2", "field:subject=outer",
-	    "count:subject=1", "rawbody=outer text\ninner text", "attachments=0", "anoms=", NULL } },
+	    "count:subject=1", "rawbody=outer text\ninner text",
+	    /* the inner message is listed, sized as its lines (line ends 1) */
+	    "attachments=1", "attach:0.type=message/rfc822", "attach:0.name=", "attach:0.size=45",
+	    "part:2.raw=45", "part_headers=4", "phdr:2=3|Subject|inner",
+	    "phdr:3=3|From|x@y.example", "anoms=", NULL } },
+	{ "bounce: multipart/report with the returned message",
+	  "From: MAILER-DAEMON@relay.example\r\nSubject: Undelivered Mail\r\n"
+	  "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+	  "\tboundary=\"R\"\r\n\r\n--R\r\nContent-Type: text/plain\r\n\r\nThe message bounced.\r\n"
+	  "--R\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; b@x.example\r\n"
+	  "Status: 5.1.1\r\n\r\n--R\r\nContent-Type: message/rfc822\r\n"
+	  "Content-Disposition: attachment; filename=\"returned.eml\"\r\n\r\n"
+	  "From: a@x.example\r\nSubject: =?utf-8?q?r=C3=A9sum=C3=A9?=\r\n"
+	  "Content-Type: text/plain;\r\n        charset=\"us-ascii\"\r\n\r\nhello\r\n--R--\r\n", 0, {0},
+	  { "parts=5", "attachments=2", "attach:0.type=message/delivery-status",
+	    "attach:1.type=message/rfc822", "attach:1.name=returned.eml", "attach:1.size=116",
+	    "part:4.parent=3", "part:4.type=text/plain", "part_headers=7",
+	    "phdr:2=3|Content-Type|message/rfc822", "phdr:4=4|From|a@x.example",
+	    "phdr:5=4|Subject|r\xc3\xa9sum\xc3\xa9", "phraw:6= text/plain;\n        charset=\"us-ascii\"",
+	    "phdr:6=4|Content-Type|text/plain;        charset=\"us-ascii\"",
+	    "rawbody=The message bounced.\nhello", "anoms=", NULL } },
+	{ "part headers over their limits",
+	  MB "\n--b1\nContent-Type: text/plain\nX-A: 1\nX-B: 2\n\na\n--b1\nX-C: 3\n\nb\n--b1--\n", 0,
+	  { .max_part_headers = 2 },
+	  { "anom=part_headers_cut", "part_headers=2", "phdr:0=1|Content-Type|text/plain",
+	    "phdr:1=1|X-A|1", "counter:part_headers_dropped=2", "rawbody=a\nb", NULL } },
+	{ "part header store full",
+	  MB "\n--b1\nX-Long: 0123456789012345678901234567890123456789\nX-Short: 1\n\na\n--b1--\n", 0,
+	  { .max_part_header_store = 40 },
+	  { "anom=part_headers_cut", "part_headers=1", "phdr:0=1|X-Short|1",
+	    "counter:part_headers_dropped=1", NULL } },
 	{ "message/rfc822 with a multipart inside",
 	  MB "\n--b1\nContent-Type: message/rfc822\n\nContent-Type: multipart/mixed; boundary=b2\n\n"
 	  "--b2\n\ninner\n--b2--\n--b1--\n", 0, {0},
-	  { "parts=4", "part:2.type=multipart/mixed", "part:3.depth=3", "rawbody=inner", "anoms=", NULL } },
+	  { "parts=4", "part:2.type=multipart/mixed", "part:3.depth=3", "rawbody=inner",
+	    "attachments=1", "attach:0.type=message/rfc822", "attach:0.size=63", "anoms=", NULL } },
 	{ "multipart/digest default type",
 	  "Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: in\n\ndigest text\n--d--\n", 0, {0},
 	  { "parts=3", "part:1.type=message/rfc822", "part:2.type=text/plain",
-	    "rawbody=digest text", NULL } },
+	    "rawbody=digest text", "attachments=1", "attach:0.size=25", NULL } },
 	{ "attachment names",
 	  MB "\n--b1\nContent-Type: application/octet-stream\n"
 	  "Content-Disposition: attachment;\n filename*=utf-8''%E2%82%AC%20rates.pdf\n\nx\n"
@@ -729,6 +761,8 @@ static void lim_apply(struct message_limits *l, const struct lim_override *o)
 	O(max_body);
 	O(max_uris);
 	O(max_header_store);
+	O(max_part_headers);
+	O(max_part_header_store);
 #undef O
 }
 
@@ -753,6 +787,17 @@ static const char *fingerprint(const struct message *m)
 		const struct message_header *h = message_header_at(m, i);
 
 		fp_put(&o, "H[%.*s]", h->name, h->name_len);
+		fp_put(&o, "[%.*s]", h->raw, h->raw_len);
+		fp_put(&o, "[%.*s]", h->value, h->value_len);
+		fp_put(&o, "[%.*s]\n", h->decoded, h->decoded_len);
+	}
+	for (uint32_t i = 0; i < message_part_header_count(m); i++) {
+		uint32_t part = 0;
+		const struct message_header *h = message_part_header_at(m, i, &part);
+
+		snprintf(num, sizeof(num), "PH%u", part);
+		fp_put(&o, "%.*s", num, strlen(num));
+		fp_put(&o, "[%.*s]", h->name, h->name_len);
 		fp_put(&o, "[%.*s]", h->raw, h->raw_len);
 		fp_put(&o, "[%.*s]", h->value, h->value_len);
 		fp_put(&o, "[%.*s]\n", h->decoded, h->decoded_len);
@@ -915,6 +960,21 @@ static int expect_one(const struct message *m, const char *e)
 			fprintf(stderr, "  %s got [%s]\n", key, v ? v : "(null)");
 		return (v && strcmp(v, val) == 0) != neg;
 	}
+	if (strncmp(key, "phdr:", 5) == 0 || strncmp(key, "phraw:", 6) == 0) {
+		/* the i-th part header as "part|name|decoded", or its raw value */
+		uint32_t part = 0;
+		const struct message_header *h =
+			message_part_header_at(m, (uint32_t)strtoul(strchr(key, ':') + 1, NULL, 10), &part);
+		char got[1024] = "(none)";
+
+		if (h && key[2] == 'd')
+			snprintf(got, sizeof(got), "%u|%s|%s", part, h->name, h->decoded);
+		else if (h)
+			snprintf(got, sizeof(got), "%s", h->raw);
+		if (strcmp(got, val) != 0)
+			fprintf(stderr, "  %s got [%s]\n", key, got);
+		return (strcmp(got, val) == 0) != neg;
+	}
 	if (strncmp(key, "count:", 6) == 0) {
 		long c = 0;
 
@@ -942,6 +1002,7 @@ static int expect_one(const struct message *m, const char *e)
 #define CN(f) { #f, offsetof(struct message_counters, f) }
 			CN(headers), CN(headers_dropped), CN(header_bytes_cut), CN(parts_dropped),
 			CN(unclosed_multiparts), CN(body_cut), CN(uris), CN(line_pieces),
+			CN(part_headers_dropped), CN(full_cut),
 #undef CN
 		};
 
@@ -1013,6 +1074,8 @@ static int expect_one(const struct message *m, const char *e)
 			got = message_part_count(m);
 		else if (strcmp(key, "headers") == 0)
 			got = message_header_count(m);
+		else if (strcmp(key, "part_headers") == 0)
+			got = message_part_header_count(m);
 		else if (strcmp(key, "received") == 0)
 			got = message_received_count(m);
 		else if (strcmp(key, "to_count") == 0)
@@ -1180,6 +1243,96 @@ static void test_reset_and_memory(void)
 	CHECK_EQ_U64(mem_stats.in_use[MEM_MESSAGE], in_use0);
 }
 
+/* A tap sees every raw byte as fed and is released with the message; the
+ * raw copy is kept only when the tap asks for it, up to max_full. */
+struct tap_probe {
+	char buf[1024];
+	size_t len;
+	int released;
+};
+
+static void probe_feed(void *obj, const uint8_t *p, size_t n)
+{
+	struct tap_probe *t = obj;
+
+	if (t->len + n <= sizeof(t->buf))
+		memcpy(t->buf + t->len, p, n);
+	t->len += n;
+}
+
+static void probe_release(void *obj)
+{
+	((struct tap_probe *)obj)->released++;
+}
+
+static const struct message_tap probe_tap = { probe_feed, probe_release };
+static const struct message_tap other_tap = { probe_feed, probe_release };
+
+static void test_tap_and_full_copy(void)
+{
+	static const char msg[] =
+		"Subject: tap\r\nFrom: a@b.example\r\n\r\nfirst line\r\n.dot kept\r\n"
+		"a line long enough to go past the copy's limit of sixty-four bytes\r\n";
+	size_t len = sizeof(msg) - 1, n;
+	uint64_t in_use0 = mem_stats.in_use[MEM_MESSAGE];
+	struct message_limits lim;
+	struct tap_probe a = { .len = 0 }, b = { .len = 0 }, c = { .len = 0 };
+	struct message *m;
+	const uint8_t *v;
+
+	message_limits_default(&lim);
+	lim.max_full = 64;
+	m = message_new(&lim, NULL, NULL);
+	CHECK(m != NULL);
+	if (!m)
+		return;
+	message_attach(m, &probe_tap, &a, 1);
+	CHECK(message_attached(m, &probe_tap) == &a);
+	CHECK(message_attached(m, &other_tap) == NULL);
+	for (size_t i = 0; i < len; i++) {
+		message_feed(m, (const uint8_t *)msg + i, 1);
+		if (i % 17 == 0)
+			CHECK(validate_ok(m, "tap"));
+	}
+	message_end(m);
+	CHECK(validate_ok(m, "tap"));
+	CHECK_MEM(a.buf, a.len, msg, len);
+	v = message_view(m, MESSAGE_VIEW_FULL, &n);
+	CHECK_MEM((const char *)v, n, msg, 64);
+	CHECK(message_anomalies(m) & (1ull << MESSAGE_ANOM_FULL_TRUNCATED));
+	CHECK_EQ_U64(message_counters(m)->full_cut, len - 64);
+	CHECK_EQ_U64(a.released, 0);
+	/* reset: released once, copy gone, nothing attached */
+	message_reset(m);
+	CHECK_EQ_U64(a.released, 1);
+	CHECK(message_attached(m, &probe_tap) == NULL);
+	(void)message_view(m, MESSAGE_VIEW_FULL, &n);
+	CHECK_EQ_U64(n, 0);
+	/* without a tap: no copy, no anomaly */
+	message_feed(m, (const uint8_t *)msg, len);
+	message_end(m);
+	(void)message_view(m, MESSAGE_VIEW_FULL, &n);
+	CHECK_EQ_U64(n, 0);
+	CHECK_EQ_U64(message_anomalies(m), 0);
+	CHECK_EQ_U64(a.len, len);
+	message_reset(m);
+	CHECK_EQ_U64(a.released, 1);
+	/* a tap without the copy; attaching another releases the first */
+	message_attach(m, &probe_tap, &b, 0);
+	message_attach(m, &other_tap, &c, 1);
+	CHECK_EQ_U64(b.released, 1);
+	message_feed(m, (const uint8_t *)msg, 40);
+	CHECK_EQ_U64(b.len, 0);
+	CHECK_EQ_U64(c.len, 40);
+	(void)message_view(m, MESSAGE_VIEW_FULL, &n);
+	CHECK_EQ_U64(n, 40);
+	CHECK(validate_ok(m, "tap 2"));
+	/* free: the last one released too, every byte given back */
+	message_free(m);
+	CHECK_EQ_U64(c.released, 1);
+	CHECK_EQ_U64(mem_stats.in_use[MEM_MESSAGE], in_use0);
+}
+
 /* A big base64 attachment costs counters, not memory. */
 static void test_big_attachment(void)
 {
@@ -1344,6 +1497,7 @@ int main(void)
 	test_charsets();
 	test_message_cases();
 	test_reset_and_memory();
+	test_tap_and_full_copy();
 	test_big_attachment();
 	test_hostile();
 	test_corpus();

@@ -1,0 +1,450 @@
+/* Unit tests for the verdict stage on the packet path: full rules streamed
+ * from the SMTP data path, mimeheader rules on the parts' headers, and the
+ * message/rfc822 attachment in the record.
+ *
+ * SMTP sessions are made here as bare IPv4/TCP frames (DLT_RAW) and fed to
+ * pipeline_packet() with a verdict attached, so the real glue runs: DATA
+ * (and BDAT) content goes to the message stage, whose tap feeds the rules'
+ * Hyperscan streams piece by piece as the segments arrive. Each way a
+ * transaction can end (the reply to the end of data, RSET after BDAT, a
+ * reset mid-DATA, the end of the capture, a rule reload mid-message) must
+ * hand every byte of stream state back: verdict_stream_bytes() is 0 and
+ * mem.h's MEM_MATCH is where it was before the message.
+ */
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "decode.h"
+#include "match.h"
+#include "mem.h"
+#include "message.h"
+#include "output.h"
+#include "pipeline.h"
+#include "verdict.h"
+
+static const char rules_text[] =
+	"full       F_SPAN    /Subject: cheap pills/\n"        /* exact: streamed */
+	"full       F_END     /bye\\r\\n\\z/\n"                 /* exact, at end of data */
+	"full       F_BACKREF /(ab)\\1/\n"                       /* prefilter: the raw copy */
+	"full       F_MULTI   /pill/\n"
+	"tflags     F_MULTI   multiple maxhits=3\n"
+	"meta       F_MULTI3  F_MULTI == 3\n"
+	"mimeheader M_GIF     Content-Type =~ /^image\\/gif\\b/\n"
+	"mimeheader M_RAW     Content-Type:raw =~ /^image\\/gif;\\n {8}name=\"x\\.gif\"$/s\n"
+	"mimeheader M_ROOT    Content-Type =~ /^multipart\\/report/\n"
+	"header     H_GIF     Content-Type =~ /gif/\n"
+	"score F_SPAN 1\nscore F_END 1\nscore F_BACKREF 1\nscore F_MULTI3 1\n"
+	"score M_GIF 1\nscore M_RAW 1\nscore M_ROOT 1\nscore H_GIF 1\n";
+
+/* A bounce: the returned message (message/rfc822) carries an image/gif
+ * part whose Content-Type is folded. */
+static const char bounce[] =
+	"From: MAILER-DAEMON@relay.example\r\n"
+	"Subject: cheap pills\r\n"
+	"Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"R\"\r\n"
+	"\r\n"
+	"--R\r\nContent-Type: text/plain\r\n\r\npill pill pill pill abab\r\n"
+	"--R\r\nContent-Type: message/rfc822\r\n\r\n"
+	"From: a@x.example\r\nSubject: returned\r\n"
+	"Content-Type: multipart/mixed; boundary=\"I\"\r\n\r\n"
+	"--I\r\nContent-Type: image/gif;\r\n        name=\"x.gif\"\r\n\r\nGIF89a\r\n--I--\r\n"
+	"--R--\r\nbye\r\n";
+
+/* ---- a TCP connection made of bare IPv4 frames ---------------------------- */
+
+struct conn {
+	struct pipeline *pl;
+	uint32_t cseq, sseq;
+	uint16_t cport;
+	uint64_t ts;
+};
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)(v >> 16)); put16(p + 2, (uint16_t)v); }
+
+enum { F_FIN = 1, F_SYN = 2, F_RST = 4, F_PSH = 8, F_ACK = 16 };
+
+static void pkt(struct conn *c, int toserver, uint8_t flags, const void *data, size_t n)
+{
+	uint8_t f[40 + 1500];
+	uint8_t *ip = f, *tcp = f + 20;
+	uint32_t *seq = toserver ? &c->cseq : &c->sseq, *ack = toserver ? &c->sseq : &c->cseq;
+
+	memset(f, 0, 40);
+	ip[0] = 0x45;
+	put16(ip + 2, (uint16_t)(40 + n));
+	ip[6] = 0x40;
+	ip[8] = 64;
+	ip[9] = 6;
+	put32(ip + 12, toserver ? 0x0a000001 : 0x0a000002);
+	put32(ip + 16, toserver ? 0x0a000002 : 0x0a000001);
+	put16(tcp, toserver ? c->cport : 25);
+	put16(tcp + 2, toserver ? 25 : c->cport);
+	put32(tcp + 4, *seq);
+	put32(tcp + 8, flags & F_ACK ? *ack : 0);
+	tcp[12] = 5 << 4;
+	tcp[13] = flags;
+	put16(tcp + 14, 65535);
+	if (n)
+		memcpy(f + 40, data, n);
+	pipeline_packet(c->pl, f, (uint32_t)(40 + n), c->ts);
+	c->ts += 1000000;
+	*seq += (uint32_t)n + ((flags & (F_SYN | F_FIN)) ? 1 : 0);
+}
+
+static void say(struct conn *c, int toserver, const char *s)
+{
+	pkt(c, toserver, F_PSH | F_ACK, s, strlen(s));
+}
+
+/* Sends p[0..n) from the client in segments of seg bytes. */
+static void send_data(struct conn *c, const char *p, size_t n, size_t seg)
+{
+	for (size_t o = 0; o < n; o += seg)
+		pkt(c, 1, F_PSH | F_ACK, p + o, n - o < seg ? n - o : seg);
+}
+
+/* Handshake, greeting, EHLO, MAIL, RCPT. */
+static void open_session(struct conn *c, struct pipeline *pl, uint16_t port)
+{
+	memset(c, 0, sizeof(*c));
+	c->pl = pl;
+	c->cport = port;
+	c->cseq = 1000;
+	c->sseq = 5000;
+	c->ts = 1700000000ull * 1000000000ull + port * 1000000000ull;
+	pkt(c, 1, F_SYN, NULL, 0);
+	pkt(c, 0, F_SYN | F_ACK, NULL, 0);
+	pkt(c, 1, F_ACK, NULL, 0);
+	say(c, 0, "220 mx.example ESMTP\r\n");
+	say(c, 1, "EHLO client.example\r\n");
+	say(c, 0, "250-mx.example\r\n250 CHUNKING\r\n");
+	say(c, 1, "MAIL FROM:<>\r\n");
+	say(c, 0, "250 2.1.0 Ok\r\n");
+	say(c, 1, "RCPT TO:<b@x.example>\r\n");
+	say(c, 0, "250 2.1.5 Ok\r\n");
+}
+
+static void close_session(struct conn *c)
+{
+	say(c, 1, "QUIT\r\n");
+	say(c, 0, "221 2.0.0 Bye\r\n");
+	pkt(c, 1, F_FIN | F_ACK, NULL, 0);
+	pkt(c, 0, F_FIN | F_ACK, NULL, 0);
+	pkt(c, 1, F_ACK, NULL, 0);
+}
+
+/* Sends the bounce as DATA, dot-stuffed as it needs none, in seg-byte
+ * segments, and its end. */
+static void send_message(struct conn *c, size_t seg)
+{
+	say(c, 1, "DATA\r\n");
+	say(c, 0, "354 End data with <CR><LF>.<CR><LF>\r\n");
+	send_data(c, bounce, sizeof(bounce) - 1, seg);
+	say(c, 1, ".\r\n");
+	say(c, 0, "250 2.0.0 Ok: queued\r\n");
+}
+
+/* ---- the records ------------------------------------------------------------ */
+
+static char *slurp(FILE *f)
+{
+	long n;
+	char *b;
+
+	fflush(f);
+	n = ftell(f);
+	b = malloc((size_t)n + 1);
+	if (!b)
+		return NULL;
+	rewind(f);
+	if (fread(b, 1, (size_t)n, f) != (size_t)n)
+		n = 0;
+	b[n] = '\0';
+	fseek(f, 0, SEEK_END);
+	return b;
+}
+
+/* The last transaction record written to f (a line of its own). */
+static char *last_record(FILE *f)
+{
+	char *all = slurp(f), *last = NULL;
+
+	if (!all)
+		return NULL;
+	for (char *line = all, *nl; *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		*nl = '\0';
+		if (strstr(line, "\"event\":\"smtp\""))
+			last = line;
+	}
+	if (last)
+		memmove(all, last, strlen(last) + 1);
+	else
+		all[0] = '\0';
+	return all;
+}
+
+static bool has(const char *rec, const char *s)
+{
+	bool r = rec && strstr(rec, s) != NULL;
+
+	if (!r)
+		fprintf(stderr, "  record lacks %s: %s\n", s, rec ? rec : "(none)");
+	return r;
+}
+
+static bool lacks(const char *rec, const char *s)
+{
+	bool r = rec && strstr(rec, s) == NULL;
+
+	if (!r)
+		fprintf(stderr, "  record has %s: %s\n", s, rec ? rec : "(none)");
+	return r;
+}
+
+/* ---- the tests ---------------------------------------------------------------- */
+
+static char dir[64];
+
+static struct verdict *load(void)
+{
+	const char *dirs[1] = { dir };
+	char err[512] = "";
+	struct verdict *v = verdict_new(dirs, 1, stderr, err, sizeof(err));
+
+	if (!v)
+		fprintf(stderr, "verdict_new: %s\n", err);
+	CHECK(v != NULL);
+	return v;
+}
+
+static void test_path(void)
+{
+	struct pipeline_config cfg;
+	struct output out;
+	FILE *rec = tmpfile();
+	struct verdict *v = load(), *v2;
+	struct pipeline *pl;
+	struct conn c;
+	char *r;
+	uint64_t base;
+
+	CHECK(rec != NULL);
+	if (!v || !rec)
+		return;
+	pipeline_config_default(&cfg);
+	cfg.decode.verify_checksums = false;
+	output_init(&out, rec);
+	pl = pipeline_new(&cfg, DECODE_LINK_RAW, &out);
+	CHECK(pl != NULL);
+	if (!pl)
+		return;
+	pl->verdict = v;
+
+	/* 1. a whole transaction, the message in 7-byte segments: F_SPAN
+	 * crosses segments, F_END is found at the end of data, the rest on
+	 * the raw copy; the mimeheader rules on the inner parts; the returned
+	 * message listed as an attachment */
+	open_session(&c, pl, 40001);
+	send_message(&c, 7);
+	r = last_record(rec);
+	CHECK(has(r, "\"rule\":\"F_SPAN\""));
+	CHECK(has(r, "\"rule\":\"F_END\""));
+	CHECK(has(r, "\"rule\":\"F_BACKREF\""));
+	CHECK(has(r, "\"rule\":\"F_MULTI3\""));
+	CHECK(has(r, "\"rule\":\"M_GIF\""));
+	CHECK(has(r, "\"rule\":\"M_RAW\""));
+	CHECK(has(r, "\"rule\":\"M_ROOT\""));
+	CHECK(lacks(r, "\"rule\":\"H_GIF\""));
+	CHECK(has(r, "{\"name\":\"\",\"type\":\"message/rfc822\",\"size\":"));
+	CHECK(has(r, "{\"name\":\"x.gif\",\"type\":\"image/gif\",\"size\":6}"));
+	free(r);
+	CHECK_EQ_U64(verdict_get_stats(v)->full_streamed, 1);
+	CHECK_EQ_U64(verdict_get_stats(v)->full_skipped, 0);
+	CHECK_EQ_U64(verdict_stream_bytes(v), 0);
+	/* byte by byte: the same hits */
+	say(&c, 1, "MAIL FROM:<>\r\n");
+	say(&c, 0, "250 2.1.0 Ok\r\n");
+	say(&c, 1, "RCPT TO:<b@x.example>\r\n");
+	say(&c, 0, "250 2.1.5 Ok\r\n");
+	send_message(&c, 1);
+	r = last_record(rec);
+	CHECK(has(r, "\"tx\":1"));
+	CHECK(has(r, "\"rule\":\"F_SPAN\""));
+	CHECK(has(r, "\"rule\":\"F_END\""));
+	CHECK(has(r, "\"rule\":\"F_MULTI3\""));
+	CHECK(has(r, "\"rule\":\"M_RAW\""));
+	free(r);
+	/* from here on MEM_MATCH holds only what lasts (scratch, hits) */
+	base = mem_stats.in_use[MEM_MATCH];
+
+	/* 2. BDAT, then RSET: the transaction is abandoned, its stream freed */
+	say(&c, 1, "MAIL FROM:<>\r\n");
+	say(&c, 0, "250 2.1.0 Ok\r\n");
+	say(&c, 1, "RCPT TO:<b@x.example>\r\n");
+	say(&c, 0, "250 2.1.5 Ok\r\n");
+	say(&c, 1, "BDAT 40\r\n");
+	send_data(&c, bounce, 40, 40);
+	CHECK(verdict_stream_bytes(v) > 0);
+	CHECK(mem_stats.in_use[MEM_MATCH] > base);
+	say(&c, 0, "250 2.0.0 40 octets received\r\n");
+	say(&c, 1, "RSET\r\n");
+	say(&c, 0, "250 2.0.0 Ok\r\n");
+	CHECK_EQ_U64(verdict_stream_bytes(v), 0);
+	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+	close_session(&c);
+	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+
+	/* 3. a reset in the middle of DATA */
+	open_session(&c, pl, 40002);
+	say(&c, 1, "DATA\r\n");
+	say(&c, 0, "354 go ahead\r\n");
+	send_data(&c, bounce, 100, 30);
+	CHECK(verdict_stream_bytes(v) > 0);
+	pkt(&c, 1, F_RST, NULL, 0);
+	CHECK_EQ_U64(verdict_stream_bytes(v), 0);
+	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+	r = last_record(rec);
+	CHECK(has(r, "\"status\":\"incomplete\""));
+	free(r);
+
+	/* 4. the capture ends in the middle of DATA */
+	open_session(&c, pl, 40003);
+	say(&c, 1, "DATA\r\n");
+	say(&c, 0, "354 go ahead\r\n");
+	send_data(&c, bounce, 100, 30);
+	CHECK(verdict_stream_bytes(v) > 0);
+	pipeline_finish(pl);
+	CHECK_EQ_U64(verdict_stream_bytes(v), 0);
+	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+
+	/* 5. the rules reloaded in the middle of a message: the old rules'
+	 * streams go with them, the message ends without full-rule hits
+	 * (counted), nothing leaks, nothing is read after it was freed */
+	open_session(&c, pl, 40004);
+	say(&c, 1, "DATA\r\n");
+	say(&c, 0, "354 go ahead\r\n");
+	send_data(&c, bounce, 100, 30);
+	v2 = load();
+	if (v2) {
+		pl->verdict = v2;
+		verdict_free(v);
+		v = v2;
+	}
+	send_data(&c, bounce + 100, sizeof(bounce) - 1 - 100, 30);
+	say(&c, 1, ".\r\n");
+	say(&c, 0, "250 2.0.0 Ok: queued\r\n");
+	r = last_record(rec);
+	CHECK(lacks(r, "\"rule\":\"F_SPAN\""));
+	CHECK(has(r, "\"rule\":\"M_GIF\""));      /* the rest still scored */
+	free(r);
+	CHECK_EQ_U64(verdict_get_stats(v)->full_skipped, 1);
+	/* and the next message streams with the new rules */
+	say(&c, 1, "MAIL FROM:<>\r\n");
+	say(&c, 0, "250 2.1.0 Ok\r\n");
+	say(&c, 1, "RCPT TO:<b@x.example>\r\n");
+	say(&c, 0, "250 2.1.5 Ok\r\n");
+	send_message(&c, 512);
+	r = last_record(rec);
+	CHECK(has(r, "\"rule\":\"F_SPAN\""));
+	free(r);
+	close_session(&c);
+	CHECK_EQ_U64(verdict_stream_bytes(v), 0);
+
+	pipeline_free(pl);
+	output_fini(&out);
+	verdict_free(v);
+	fclose(rec);
+}
+
+/* Rules without full rules: no stream and no copy for any message. */
+static void test_no_full_rules(void)
+{
+	const char *dirs[1];
+	char d2[80], path[128], err[256] = "";
+	struct verdict *v;
+	struct message *m;
+	FILE *f;
+	size_t n = 0;
+	uint64_t base;
+
+	snprintf(d2, sizeof(d2), "%s/nofull", dir);
+	snprintf(path, sizeof(path), "%s/10_test.cf", d2);
+	CHECK(mkdir(d2, 0700) == 0);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	fputs("body B /pills/\nscore B 1\n", f);
+	fclose(f);
+	dirs[0] = d2;
+	v = verdict_new(dirs, 1, stderr, err, sizeof(err));
+	CHECK(v != NULL);
+	if (!v)
+		return;
+	m = message_new(NULL, NULL, NULL);
+	base = mem_stats.in_use[MEM_MATCH];
+	verdict_begin(v, m);
+	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+	message_feed(m, (const uint8_t *)bounce, sizeof(bounce) - 1);
+	message_end(m);
+	(void)message_view(m, MESSAGE_VIEW_FULL, &n);
+	CHECK_EQ_U64(n, 0);
+	CHECK(verdict_message(v, m, NULL)->nlist > 0);
+	CHECK_EQ_U64(verdict_get_stats(v)->full_skipped, 0);
+	message_free(m);
+	verdict_free(v);
+	unlink(path);
+	rmdir(d2);
+}
+
+int main(void)
+{
+	char path[128], cache[96];
+	FILE *f;
+
+	snprintf(dir, sizeof(dir), "/tmp/bw-test-verdict-XXXXXX");
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	/* compiled databases go to a cache of the test's own */
+	snprintf(cache, sizeof(cache), "%s/cache", dir);
+	setenv("BW_CACHE_DIR", cache, 1);
+	snprintf(path, sizeof(path), "%s/10_test.cf", dir);
+	f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		return 1;
+	}
+	fputs(rules_text, f);
+	fclose(f);
+	test_path();
+	test_no_full_rules();
+	unlink(path);
+	{
+		DIR *d = opendir(cache);
+		struct dirent *de;
+
+		while (d && (de = readdir(d)) != NULL) {
+			char p[512];
+
+			if (de->d_name[0] == '.' && (!de->d_name[1] || de->d_name[1] == '.'))
+				continue;
+			snprintf(p, sizeof(p), "%s/%s", cache, de->d_name);
+			unlink(p);
+		}
+		if (d)
+			closedir(d);
+		rmdir(cache);
+		rmdir(dir);
+	}
+	return check_done();
+}
