@@ -33,8 +33,19 @@
 # the rounds: cold and warm compile times (breakwater check-rules with an
 # empty, then the same BW_CACHE_DIR); after them: SpamAssassin's messages/s
 # with local tests only (spamd --local, one child, fed --sa-sample 100
-# messages of the same capture by spamc, one at a time) and, unless
+# messages of the same capture by spamc, one at a time), rspamd's (unless
+# --no-rspamd; bench/rspamd_peer.py: one normal worker, local rules only, its
+# default rules, the stock rules through its spamassassin module, and both,
+# on the same messages, --rspamd-passes 5 timed passes) and, unless
 # --no-perf, a perf run of the engine with the stock rules.
+#
+# Issue 6, once after the rounds: replay from memory (--replay, --no-replay)
+# beside the same capture from the file, with the stage clock
+# (--stage-times); bench_storm at --storm-ids (--no-storm); the scenario
+# (--scenario FILE.toml, default bench/scenarios/mission.toml; --no-scenario)
+# generated with its ground truth, run with rules/ and with rules/ + stock,
+# and scored by bench/detect.py. report.py draws the plots with gnuplot
+# (bench/plots/ with --report).
 #
 # Writes the markdown report to stdout, or to bench/REPORT.md with --report.
 #
@@ -44,6 +55,9 @@
 #                     [--no-parse] [--parse-size 256M] [--messages DIR]...
 #                     [--parse-synth] [--no-rules-bench] [--rules-size 32M]
 #                     [--sa-rules DIR] [--match-passes N] [--sa-sample N]
+#                     [--no-rspamd] [--rspamd-passes N] [--no-replay]
+#                     [--replay-passes N] [--no-storm] [--storm-ids N,N...]
+#                     [--scenario FILE.toml] [--no-scenario]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,6 +83,13 @@ rules_size=32M
 sa_rules=/usr/share/spamassassin
 match_passes=2
 sa_sample=100
+rspamd_peer=1
+rspamd_passes=5
+replay=1
+replay_passes=3
+storm=1
+storm_ids=10000,100000,1000000,10000000
+scenario=$here/scenarios/mission.toml
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
@@ -94,6 +115,14 @@ while [ $# -gt 0 ]; do
     --sa-rules) sa_rules=$2; shift ;;
     --match-passes) match_passes=$2; shift ;;
     --sa-sample) sa_sample=$2; shift ;;
+    --no-rspamd) rspamd_peer= ;;
+    --no-replay) replay= ;;
+    --replay-passes) replay_passes=$2; shift ;;
+    --no-storm) storm= ;;
+    --storm-ids) storm_ids=$2; shift ;;
+    --scenario) scenario=$(realpath "$2"); shift ;;
+    --no-scenario) scenario= ;;
+    --rspamd-passes) rspamd_passes=$2; shift ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -113,7 +142,7 @@ else
   meson configure "$build" -Dbuildtype=release >/dev/null
 fi
 targets=(engine/breakwater bench/rx_ceiling bench/memcpy_bench bench/flow_mem
-         bench/session_mem bench/bench_match)
+         bench/session_mem bench/bench_match bench/bench_storm)
 ninja -C "$build" "${targets[@]}" >/dev/null
 engine="$build/engine/breakwater"
 rx="$build/bench/rx_ceiling"
@@ -121,6 +150,7 @@ mcpy="$build/bench/memcpy_bench"
 fmem="$build/bench/flow_mem"
 smem="$build/bench/session_mem"
 bmatch="$build/bench/bench_match"
+bstorm="$build/bench/bench_storm"
 
 # --- the capture ----------------------------------------------------------------
 # Default template: the Zeek project's smtp.pcap (a real session) when the
@@ -371,10 +401,119 @@ if [ -z "$rules_skip" ]; then
     --sample "$sa_sample" --workdir "$res" >"$res/sa.out" 2>"$res/sa.err" ||
     log "SpamAssassin peer failed: $(tail -1 "$res/sa.err")"
   echo "sa_loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$res/meta"
-  if command -v rspamd >/dev/null; then
-    echo "rspamd=installed, not measured by run.sh" >>"$res/meta"
+  # the second peer: rspamd, local rules only, one normal worker.
+  # bench/rspamd_peer.py starts its own rspamd per mode (configuration in a
+  # temporary folder, no network, no Redis), sends the same messages over
+  # HTTP one at a time and stops it by its PID. Hyperscan databases are kept
+  # in $workdir/rspamd-hs-cache: the first run compiles them for minutes.
+  if [ -z "$rspamd_peer" ]; then
+    echo "rspamd=--no-rspamd" >>"$res/meta"
+  elif command -v rspamd >/dev/null; then
+    log "rspamd peer: one worker, local rules, $sa_sample messages x $rspamd_passes passes"
+    echo "rspamd=measured" >>"$res/meta"
+    echo "rspamd_loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$res/meta"
+    python3 "$here/rspamd_peer.py" --truth "$truth_rules" --root "$msg_root" \
+      --sample "$sa_sample" --passes "$rspamd_passes" --sa-rules "$sa_rules" \
+      --hs-cache "$workdir/rspamd-hs-cache" --workdir "$res" \
+      --mode default --mode sa --mode both >"$res/rspamd.out" 2>"$res/rspamd.err" ||
+      log "rspamd peer failed: $(tail -1 "$res/rspamd.err")"
+    echo "rspamd_loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$res/meta"
   else
-    echo "rspamd=$(apt-cache policy rspamd 2>/dev/null | awk '/Candidate:/ {print $2}')" >>"$res/meta"
+    cand=$(apt-cache policy rspamd 2>/dev/null | awk '/Candidate:/ {print $2}') || true
+    echo "rspamd=not installed (Debian package candidate: ${cand:-none})" >>"$res/meta"
+  fi
+fi
+
+# --- replay from memory, and the stage clock (issue 6) ---------------------------
+# Once, after the rounds: the capture loaded into mbufs once and replayed
+# --replay-passes times with rewritten addresses (new flows each pass; the
+# rewrite between passes is outside the timed loop), so the disk and
+# libpcap's reads are not measured; and the engine from the file with
+# --stage-times (ns per packet and per message for each stage). Figures come
+# from --summary-json.
+if [ -n "$replay" ]; then
+  log "replay from memory: engine --no-smtp --no-flows --replay $replay_passes on the big capture"
+  "$engine" --pcap "$big" --no-smtp --no-flows --replay "$replay_passes" \
+    --summary-json "$res/replay-streams.json" >/dev/null 2>"$res/replay-streams.err" ||
+    log "replay (streams only) failed: $(tail -1 "$res/replay-streams.err")"
+  log "file: engine --no-smtp --no-flows on the big capture (beside the replay)"
+  "$engine" --pcap "$big" --no-smtp --no-flows \
+    --summary-json "$res/file-streams.json" >/dev/null 2>"$res/file-streams.err" ||
+    log "file (streams only) failed: $(tail -1 "$res/file-streams.err")"
+  if [ -n "$parse" ]; then
+    log "replay from memory: engine --replay $replay_passes --stage-times on the SMTP capture"
+    "$engine" --pcap "$pcap_smtp" --replay "$replay_passes" --stage-times \
+      --summary-json "$res/replay-parse.json" >/dev/null 2>"$res/replay-parse.err" ||
+      log "replay (parsing) failed: $(tail -1 "$res/replay-parse.err")"
+    log "file: engine --stage-times on the SMTP capture"
+    "$engine" --pcap "$pcap_smtp" --stage-times \
+      --summary-json "$res/file-parse.json" >/dev/null 2>"$res/file-parse.err" ||
+      log "file (parsing) failed: $(tail -1 "$res/file-parse.err")"
+    if [ -z "$rules_skip" ] && [ -d "$sa_rules" ]; then
+      log "file: engine --stage-times with rules/ + stock on the rules capture"
+      # shellcheck disable=SC2086
+      BW_CACHE_DIR=$rcache "$engine" --pcap "$pcap_rules" --rules "$root/rules" \
+        --rules "$sa_rules" --stage-times --summary-json "$res/file-rules-both.json" \
+        >/dev/null 2>"$res/file-rules-both.err" ||
+        log "file (rules/ + stock) failed: $(tail -1 "$res/file-rules-both.err")"
+    fi
+  fi
+fi
+
+# --- storm tracking cost (issue 5): bench_storm ----------------------------------
+# ns per message for all tracking (13 rules) at each --storm-ids size, uniform
+# and skewed identity draws, memory per key state, rotation cost.
+if [ -n "$storm" ]; then
+  log "bench_storm: ids $storm_ids (10^7 needs ~6 GiB and a few minutes)"
+  "$bstorm" --ids "$storm_ids" --reps 5 --batch 200000 --skew both \
+    >"$res/storm.out" 2>"$res/storm.err" || log "bench_storm failed: $(tail -1 "$res/storm.err")"
+  BENCH_STORM_RULES=0,5,8,9 "$bstorm" --ids "$storm_ids" --reps 5 --batch 200000 \
+    --skew uniform >"$res/storm-default.out" 2>"$res/storm-default.err" ||
+    log "bench_storm (default-like subset) failed"
+fi
+
+# --- the scenario: detection against the generator's ground truth (issue 6) -------
+# gen-smtp-pcap.py --scenario writes the mission's capture (background ham and
+# spam from the corpus, and the five events) with its truth; the engine runs
+# it with rules/ and with rules/ + the stock rules; bench/detect.py joins the
+# records with the truth (precision and recall for spam and for each event,
+# messages passed before detection).
+if [ -n "$scenario" ]; then
+  skey=$( { cat "$here/gen-smtp-pcap.py" "$scenario"; } | sha256sum | cut -c1-12)
+  scen_pcap="$workdir/scenario-$(basename "${scenario%.toml}")-$skey.pcap"
+  scen_ok=1
+  if [ ! -s "$scen_pcap" ]; then
+    log "making $scen_pcap (gen-smtp-pcap.py --scenario $scenario)"
+    if python3 "$here/gen-smtp-pcap.py" --scenario "$scenario" -o "$scen_pcap.tmp" \
+         --truth "${scen_pcap%.pcap}.truth.jsonl" --events "${scen_pcap%.pcap}.events.json" \
+         2>"$scen_pcap.log"; then
+      mv "$scen_pcap.tmp" "$scen_pcap"
+    else
+      log "scenario generator failed: $(tail -1 "$scen_pcap.log")"; scen_ok=
+    fi
+  fi
+  if [ -n "$scen_ok" ]; then
+    echo "scenario=$scenario" >>"$res/meta"
+    echo "scenario_pcap=$scen_pcap" >>"$res/meta"
+    echo "scenario_gen=$(tail -1 "$scen_pcap.log")" >>"$res/meta"
+    scen_sets=(rules)
+    [ -d "$sa_rules" ] && scen_sets+=(both)
+    for l in "${scen_sets[@]}"; do
+      a="--rules $root/rules"; [ "$l" = both ] && a="$a --rules $sa_rules"
+      log "scenario: engine $a"
+      # shellcheck disable=SC2086
+      BW_CACHE_DIR=${rcache:-$workdir/rules-cache} "$engine" --pcap "$scen_pcap" $a \
+        --summary-json "$res/scenario-$l.json" >"$res/scenario-$l.jsonl" \
+        2>"$res/scenario-$l.err" || log "scenario engine ($l) failed"
+      python3 "$here/detect.py" --json "$res/scenario-$l.jsonl" \
+        "${scen_pcap%.pcap}.truth.jsonl" --events "${scen_pcap%.pcap}.events.json" \
+        >"$res/detect-$l.json" 2>"$res/detect-$l.err" || log "detect.py ($l) failed"
+      python3 "$here/detect.py" "$res/scenario-$l.jsonl" \
+        "${scen_pcap%.pcap}.truth.jsonl" --events "${scen_pcap%.pcap}.events.json" \
+        >"$res/detect-$l.txt" 2>/dev/null || true
+    done
+    cp "${scen_pcap%.pcap}.events.json" "$res/scenario.events.json"
+    cp "${scen_pcap%.pcap}.truth.jsonl" "$res/scenario.truth.jsonl"
   fi
 fi
 
@@ -494,8 +633,8 @@ EOF
 fi
 
 if [ -n "$report" ]; then
-  python3 "$here/report.py" "$res" >"$report"
+  BENCH_PLOTS_DIR="$root/bench/plots" python3 "$here/report.py" "$res" >"$report"
   log "wrote $report"
 else
-  python3 "$here/report.py" "$res"
+  BENCH_PLOTS_DIR="$res/plots" python3 "$here/report.py" "$res"
 fi
