@@ -153,10 +153,10 @@ struct storm_tracker {
 
 static const char *const field_names[STORM_F_MAX] = {
 	[STORM_F_NONE] = "none", [STORM_F_CLIENT_IP] = "client_ip",
-	[STORM_F_CLIENT_NET] = "client_net", [STORM_F_MAIL_FROM] = "mail_from",
-	[STORM_F_MAIL_FROM_DOMAIN] = "mail_from_domain", [STORM_F_HELO] = "helo",
+	[STORM_F_CLIENT_NET] = "client_net", [STORM_F_MAIL_FROM] = "sender",
+	[STORM_F_MAIL_FROM_DOMAIN] = "sender_domain", [STORM_F_HELO] = "helo",
 	[STORM_F_RCPT] = "rcpt", [STORM_F_MESSAGE_ID] = "message_id",
-	[STORM_F_BODY_HASH] = "body_hash", [STORM_F_MESSAGE] = "message",
+	[STORM_F_BODY_HASH] = "fingerprint", [STORM_F_MESSAGE] = "message",
 	[STORM_F_ACCEPTED_RCPT] = "accepted_rcpt", [STORM_F_REJECTED_RCPT] = "rejected_rcpt",
 	[STORM_F_OVERQUOTA_RCPT] = "overquota_rcpt", [STORM_F_NULL_SENDER] = "null_sender",
 	[STORM_F_AUTO_SUBMITTED] = "auto_submitted",
@@ -244,8 +244,8 @@ int storm_rule_check(const struct storm_rule *r, char *err, size_t err_len)
 	else if (r->what <= STORM_F_NONE || r->what >= STORM_F_MAX)
 		why = "unknown counted field";
 	else if (!field_is_identity(r->per))
-		why = "the per field must be an identity (client_ip, client_net, mail_from, "
-		      "mail_from_domain, helo, rcpt, message_id, body_hash)";
+		why = "the per field must be an identity (client_ip, client_net, sender, "
+		      "sender_domain, helo, rcpt, message_id, fingerprint)";
 	else if (r->kind == STORM_DISTINCT && !field_is_identity(r->what) &&
 		 !field_is_rcpt_class(r->what))
 		why = "distinct needs an identity to count (e.g. rcpt, client_ip, mail_from)";

@@ -39,10 +39,10 @@ SHIFT = 7200                     # > every window in the cases' rules.cf
 LEGIT = "alice@client.example.test"
 UNKNOWN_CODES = {550, 551, 553}  # the captures' user-unknown replies (550 5.1.1)
 
-# grammar name -> name in the storm event's "per"
-PER_NAME = {"rcpt": "rcpt", "sender": "mail_from", "client_ip": "client_ip",
-            "message_id": "message_id", "helo": "helo", "fingerprint": "body_hash",
-            "sender_domain": "mail_from_domain"}
+# grammar name -> name in the storm event's "per" (the same words since the
+# event names its key as the rule does)
+PER_NAME = {k: k for k in ("rcpt", "sender", "client_ip", "message_id", "helo",
+                           "fingerprint", "sender_domain", "client_net")}
 
 
 def ts_us(s):
