@@ -58,7 +58,11 @@ def throughput_vs_rules(rows, out_png, title="Throughput vs rule-set size"):
     if ceil:
         data += _block("C", ceil)
     plot = ("plot $E using 1:2 with linespoints pt 7 lw 2 title 'breakwater (engine, whole "
-            "pipeline)', $E using 1:2:3 with labels offset 0,1.2 left rotate by 20 notitle")
+            "pipeline)'")
+    # one label per point, staggered: neighbouring rule-set sizes overlap
+    for i, r in enumerate(rows):
+        data += (f"set label {i + 1} '{r[0]}' at {r[1]},{r[2]} offset 0.8,"
+                 f"{-1.5 - 1.4 * i if i else 1.2} left\n")
     if ceil:
         plot += ", $C using 1:2 with linespoints pt 5 lw 2 dt 2 title 'Hyperscan alone " \
                 "(matching ceiling)'"
@@ -100,9 +104,11 @@ set logscale x
 set logscale y
 set ytics nomirror
 set y2tics
+set y2range [0:*]
+set yrange [100:*]
 set grid
 set key top left
-plot {", ".join(plots)}
+plot {", ".join(plots)}, 200 axes x1y1 with lines lc rgb '#cc0000' dt 3 title 'target: 200 ns per message at 10^7 ids'
 """
     return _gnuplot(script, out_png)
 

@@ -397,3 +397,51 @@ def sections(res, P, rounds):
 
 def rules_plot_section(res, P, rounds):
     rules_plot(res, P, rounds)
+
+
+# --- targets at a glance ---------------------------------------------------------
+
+def glance(path):
+    """Rewrites the report at path with a "Targets at a glance" section after
+    the machine description: every line of the report that states a target
+    and whether it was met, in report order, with the section it comes from."""
+    with open(path) as f:
+        lines = f.read().split("\n")
+    rows, section = [], ""
+    for line in lines:
+        if line.startswith("## ") or line.startswith("### "):
+            section = line.lstrip("#").strip()
+        low = line.lower()
+        if "target" in low and re.search(r"\b(met|missed)\b", low) and line.startswith("- "):
+            text = line[2:]
+            # keep the figure and the target clause, drop per-round detail
+            cut = text.find(". Per round")
+            if cut > 0:
+                text = text[:cut]
+            rows.append((section, text))
+    if not rows:
+        return
+    out, done = [], False
+    for line in lines:
+        if not done and line.startswith("## ") and not line.startswith("## Machine"):
+            out.append("## Targets at a glance")
+            out.append("")
+            out.append("Every line below that states a target, copied from its section "
+                       "(same run, same figures).")
+            out.append("")
+            for sec, text in rows:
+                out.append(f"- {text} — *{sec}*")
+            out.append("")
+            done = True
+        out.append(line)
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--glance":
+        glance(sys.argv[2])
+    else:
+        print("usage: report_scale.py --glance REPORT.md", file=sys.stderr)
+        sys.exit(2)

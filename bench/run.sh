@@ -634,7 +634,10 @@ fi
 
 if [ -n "$report" ]; then
   BENCH_PLOTS_DIR="$root/bench/plots" python3 "$here/report.py" "$res" >"$report"
+  python3 "$here/report_scale.py" --glance "$report"
   log "wrote $report"
 else
-  BENCH_PLOTS_DIR="$res/plots" python3 "$here/report.py" "$res"
+  BENCH_PLOTS_DIR="$res/plots" python3 "$here/report.py" "$res" >"$res/REPORT.md"
+  python3 "$here/report_scale.py" --glance "$res/REPORT.md"
+  cat "$res/REPORT.md"
 fi
