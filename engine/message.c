@@ -92,6 +92,7 @@ struct message {
 	uint64_t cur_line_len;        /* of the logical line being cut */
 	uint64_t pos;                 /* bytes of the lines routed so far (line ends 1) */
 	uint64_t piece_len;           /* of the line being routed, its end included */
+	uint64_t body_start;          /* pos of the message body's first byte (headers_done) */
 	const struct message_tap *tap;
 	void *tap_obj;
 
@@ -451,6 +452,67 @@ static int ci_prefix(const uint8_t *p, size_t n, const char *lower, size_t k)
 	return 1;
 }
 
+/* Bytes that end the local part or the domain of a bare address in text
+ * (SpamAssassin's tbirdenddelimemail, with '@' for the local part). */
+static int mail_delim(uint8_t c)
+{
+	return c <= ' ' || c >= 0x7f || strchr("><\"`}]{[|,('", c) != NULL;
+}
+
+/* A bare e-mail address in text becomes a mailto: URI, as SpamAssassin's
+ * get_uri_list linkifies it (after Thunderbird): the local part runs back
+ * from the '@' to a delimiter, the domain forward to one; a ')' ends it;
+ * trailing punctuation is dropped; "mail:"-like prefixes are stripped; the
+ * domain needs a dot and a last label of letters only (SpamAssassin checks
+ * its list of valid TLDs). */
+static void tok_mail(struct message *m, const uint8_t *t, size_t n, int cut)
+{
+	const uint8_t *at = memchr(t, '@', n);
+	size_t a, s, e, k, dot;
+	uint8_t buf[7 + 512];
+
+	if (!at)
+		return;
+	a = (size_t)(at - t);
+	for (s = a; s > 0 && !mail_delim(t[s - 1]) && t[s - 1] != '@'; s--)
+		;
+	for (e = a + 1; e < n && !mail_delim(t[e]); e++)
+		if (t[e] == ')')
+			break;
+	while (e > a + 1 && strchr("-~!@#^&*()_+=:;'?,.", t[e - 1]))
+		e--;
+	/* "mail:", "e-mail:", "skype:" and the like before the address */
+	for (k = s; k < a && t[k] != ':'; k++)
+		;
+	if (k < a) {
+		static const char *const pre[] = { "", "mail", "email", "e-mail", "emai", "skype" };
+		size_t plen = k - s;
+
+		for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++)
+			if (strlen(pre[i]) == plen && ci_prefix(t + s, plen, pre[i], plen)) {
+				s = k;
+				while (s < a && t[s] == ':')
+					s++;
+				break;
+			}
+	}
+	if (s == a || e <= a + 1 || e - s > sizeof(buf) - 7)
+		return;
+	/* a dot after at least one domain byte, and a last label of letters */
+	for (dot = e; dot > a + 2 && t[dot - 1] != '.'; dot--)
+		;
+	if (dot <= a + 2 || e - dot < 2)
+		return;
+	for (k = dot; k < e; k++)
+		if (!((t[k] | 0x20) >= 'a' && (t[k] | 0x20) <= 'z'))
+			return;
+	memcpy(buf, "mailto:", 7);
+	memcpy(buf + 7, t + s, e - s);
+	if (cut)
+		m->c.uris_cut++;
+	uri_add(m, buf, 7 + e - s);
+}
+
 /* A token of the text URI scanner, t[0..n) (cut: it lost bytes past
  * max_uri_len): reports a URI in it. */
 static void tok_match(struct message *m, const uint8_t *t, size_t n, int cut)
@@ -490,6 +552,7 @@ static void tok_match(struct message *m, const uint8_t *t, size_t n, int cut)
 			return;
 		}
 	}
+	tok_mail(m, t, n, cut);
 }
 
 /* The token collected by the text URI scanner ended: report a URI in it. */
@@ -1066,6 +1129,9 @@ root_done:
 	hdr_stats_add(m, &st);
 	if (idx == 0) {
 		m->headers_done = 1;
+		/* called on the blank line (not yet counted in pos) or at the
+		 * end of a message without a body */
+		m->body_start = m->pos + m->piece_len;
 		if (m->ops && m->ops->on_headers_end)
 			m->ops->on_headers_end(m->user, m);
 		if ((m->lim.flags & MESSAGE_F_BODY_SUBJECT) &&
@@ -1797,7 +1863,7 @@ static void state_clear(struct message *m)
 	m->at_start = 1;
 	m->saw_crlf = m->saw_lf = 0;
 	m->cur_line_len = 0;
-	m->pos = m->piece_len = 0;
+	m->pos = m->piece_len = m->body_start = 0;
 	m->line.len = 0;
 	m->hdr.len = 0;
 	m->hdr_active = 0;
@@ -1925,6 +1991,13 @@ void message_free(struct message *m)
 }
 
 /* ---- accessors ---------------------------------------------------------------------------- */
+
+uint64_t message_body_length(const struct message *m)
+{
+	if (!m->headers_done || m->pos < m->body_start)
+		return 0;
+	return m->pos - m->body_start;
+}
 
 int message_headers_done(const struct message *m)
 {

@@ -250,6 +250,10 @@ void message_free(struct message *m);
 /* Accessors. Header pointers stay valid until the next feed, reset or
  * free (final once the header block ended); the rest until reset/free. */
 int message_headers_done(const struct message *m);
+/* Bytes of the message body (after the header block's blank line) fed so far,
+ * line ends counted as one byte (SpamAssassin's pristine_body_length of the
+ * message stored with LF line ends); 0 before the headers end. */
+uint64_t message_body_length(const struct message *m);
 int message_ended(const struct message *m);
 uint32_t message_header_count(const struct message *m);
 const struct message_header *message_header_at(const struct message *m, uint32_t i);

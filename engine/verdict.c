@@ -535,6 +535,8 @@ void verdict_build_views(struct verdict *v, const struct message *m, const struc
 	body = message_view(m, MESSAGE_VIEW_BODY, &blen);
 	mm.nbody = body_paragraphs(v, m, body ? (const char *)body : "", body ? blen : 0);
 	mm.body = v->paras;
+	mm.body_length = message_body_length(m);
+	mm.body_length_known = message_headers_done(m) != 0;
 	mm.body_starts_with_subject = true;
 	rawbody = message_view(m, MESSAGE_VIEW_RAWBODY, &rlen);
 	raw->p = (const char *)rawbody;

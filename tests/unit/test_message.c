@@ -619,6 +619,12 @@ static const struct msg_case msg_cases[] = {
 	  "dup http://a.example/x\n", 0, {0},
 	  { "uris=5", "uri:0=http://a.example/x", "uri:1=www.b.example", "uri:2=mailto:c@d.example",
 	    "uri:3=https://e.example/p?q=1", "uri:4=HTTP://F.EXAMPLE/", "anoms=no_headers", NULL } },
+	{ "bare addresses become mailto: URIs (as SpamAssassin links them)",
+	  "\nwrite to John.Doe@example.com, or e-mail:info@shop.example. not Vi@gra,\n"
+	  "a@b.c1 or (sales@corp.example) or mailto:x@y.example\n", 0, {0},
+	  { "uris=4", "uri:0=mailto:John.Doe@example.com", "uri:1=mailto:info@shop.example",
+	    "uri:2=mailto:sales@corp.example", "uri:3=mailto:x@y.example", "anoms=no_headers",
+	    NULL } },
 	{ "NUL byte and 8-bit header",
 	  "Subject: caf\xc3\xa9\n\na\0b\n", 20, {0},
 	  { "anom=8bit_in_header", "anom=nul_byte", "field:subject=caf\xc3\xa9", NULL } },
@@ -1215,6 +1221,8 @@ static void test_reset_and_memory(void)
 	message_end(m);
 	CHECK(validate_ok(m, "small"));
 	CHECK_STR(message_field(m, MESSAGE_FIELD_MESSAGE_ID), "<1@a.example>");
+	/* SpamAssassin's pristine body length: the body with LF line ends */
+	CHECK_EQ_U64(message_body_length(m), 41);
 	CHECK_EQ_U64(message_uri_count(m), 1);
 	printf("memory: small message (%zu bytes, 6 headers, 1 URI): %zu bytes held, "
 	       "%llu allocations, MEM_MESSAGE in use %llu (struct message and root part: %zu)\n",
@@ -1233,6 +1241,7 @@ static void test_reset_and_memory(void)
 		message_end(m);
 		CHECK_STR(fingerprint(m), fp1);
 		CHECK_EQ_U64(message_allocations(m), allocs);
+		CHECK_EQ_U64(message_body_length(m), 41);
 	}
 	/* feeding after the end is ignored */
 	message_feed(m, (const uint8_t *)"more\n", 5);
@@ -1241,6 +1250,35 @@ static void test_reset_and_memory(void)
 	CHECK_EQ_U64(n, 0);
 	message_free(m);
 	CHECK_EQ_U64(mem_stats.in_use[MEM_MESSAGE], in_use0);
+}
+
+/* The body length (check_body_length) of a multipart message fed one byte at
+ * a time equals the body's bytes with CR LF counted as one, and is 0 for a
+ * message that ends inside its headers. */
+static void test_body_length(void)
+{
+	static const char mp[] =
+		"From: a@a.example\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+		"preamble\r\n--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+		"--b1\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--b1--\r\nepilogue";
+	const char *body = strstr(mp, "\r\n\r\n") + 4;
+	uint64_t want = strlen(body);
+	struct message *m = message_new(NULL, NULL, NULL);
+
+	for (const char *q = body; (q = strstr(q, "\r\n")); q += 2)
+		want--;
+	CHECK(m != NULL);
+	if (!m)
+		return;
+	for (size_t i = 0; i < sizeof(mp) - 1; i++)
+		message_feed(m, (const uint8_t *)mp + i, 1);
+	message_end(m);
+	CHECK_EQ_U64(message_body_length(m), want);
+	message_reset(m);
+	message_feed(m, (const uint8_t *)"Subject: x\r\nFrom: y", 21);
+	message_end(m);
+	CHECK_EQ_U64(message_body_length(m), 0);
+	message_free(m);
 }
 
 /* A tap sees every raw byte as fed and is released with the message; the
@@ -1496,6 +1534,7 @@ int main(void)
 	test_html();
 	test_charsets();
 	test_message_cases();
+	test_body_length();
 	test_reset_and_memory();
 	test_tap_and_full_copy();
 	test_big_attachment();
