@@ -260,7 +260,7 @@ static void on_gap(void *user, void *owner, int dir, uint32_t n)
 static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
 {
 	enum reasm_end rwhy = why == FLOW_END_RST ? REASM_END_RST : REASM_END_FLUSH;
-	struct flow_app *a = f->app;
+	struct flow_app *a;
 	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_REASM);
 
 	if (f->end == FLOW_END_NONE)
@@ -269,6 +269,9 @@ static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
 		reasm_end(&pl->reasm, &f->stream[FLOW_TOSERVER], f, FLOW_TOSERVER, rwhy);
 		reasm_end(&pl->reasm, &f->stream[FLOW_TOCLIENT], f, FLOW_TOCLIENT, rwhy);
 	}
+	/* only now: flushing the streams (data, gaps) may have made the app
+	 * state of a flow that had none */
+	a = f->app;
 	if (a && a->smtp) {
 		pipeline_stage_enter(PIPELINE_STAGE_SMTP);
 		smtp_end(a->smtp, pl->now);   /* reports open transactions */

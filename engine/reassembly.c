@@ -203,7 +203,8 @@ static void place(struct reasm_ctx *rc, struct reasm_stream *s, void *owner, int
 		if (!len)
 			return;
 		if (rel < 0) {
-			uint32_t old = (uint32_t)-rel;
+			/* unsigned: rel may be INT32_MIN, whose negation overflows */
+			uint32_t old = s->next_seq - seq;
 
 			if (old >= len) {
 				rc->stats.dup_segments++;
