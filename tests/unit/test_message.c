@@ -1275,7 +1275,7 @@ static void test_body_length(void)
 	message_end(m);
 	CHECK_EQ_U64(message_body_length(m), want);
 	message_reset(m);
-	message_feed(m, (const uint8_t *)"Subject: x\r\nFrom: y", 21);
+	message_feed(m, (const uint8_t *)"Subject: x\r\nFrom: y", strlen("Subject: x\r\nFrom: y"));
 	message_end(m);
 	CHECK_EQ_U64(message_body_length(m), 0);
 	message_free(m);
