@@ -428,6 +428,11 @@ void intern_ref(struct intern_table *t, uint32_t id)
 		t->st.referenced++;
 }
 
+void intern_prefetch_id(const struct intern_table *t, uint32_t id)
+{
+	__builtin_prefetch(entry(t, id), 1);
+}
+
 void intern_unref(struct intern_table *t, uint32_t id)
 {
 	struct intern_entry *e = entry(t, id);

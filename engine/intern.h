@@ -114,6 +114,8 @@ void intern_prefetch(const struct intern_table *t, uint64_t hash);
 /* References: an id with refs > 0 is never evicted. id must be live. */
 void intern_ref(struct intern_table *t, uint32_t id);
 void intern_unref(struct intern_table *t, uint32_t id);
+/* A hint: id's entry will be ref'd or unref'd soon (prefetched for writing). */
+void intern_prefetch_id(const struct intern_table *t, uint32_t id);
 uint32_t intern_refs(const struct intern_table *t, uint32_t id);
 
 /* The bytes of a live id (borrowed: valid until the id is evicted), with its

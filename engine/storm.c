@@ -143,6 +143,7 @@ struct storm_tracker {
 	uint32_t *hit_of_rule;        /* index into out->hit, valid when hit_gen matches */
 	uint32_t *hit_gen;
 	uint32_t gen;
+	uint32_t key_of[STORM_RULES_MAX];  /* storm_observe: each rule's key this tx */
 	roaring_bitmap_t *tx_bm;      /* owned; the tx's recipient set for overlap */
 
 	struct storm_stats st;
@@ -569,6 +570,8 @@ static void key_clear_window(struct storm_tracker *t, const struct storm_rule_rt
 		const uint8_t *sl = inl_slots(t, k);
 		uint64_t seen = 0;
 
+		for (uint64_t i = 0; i < k->num; i++)
+			intern_prefetch_id(t->intern, ids[i]);
 		for (uint64_t i = 0; i < k->num; i++) {
 			seen |= 1ull << sl[i];
 			intern_unref(t->intern, ids[i]);
@@ -612,6 +615,11 @@ static void bucket_expire(struct storm_tracker *t, const struct storm_rule_rt *r
 		uint8_t *sl = inl_slots(t, k);
 		uint64_t n = k->num, removed = 0;
 
+		/* the members' intern entries are scattered: fetch them all
+		 * before the unrefs below wait on each in turn */
+		for (uint64_t i = 0; i < n; i++)
+			if (sl[i] == s)
+				intern_prefetch_id(t->intern, ids[i]);
 		for (uint64_t i = 0; i < n;) {
 			if (sl[i] != s) {
 				i++;
@@ -1398,6 +1406,10 @@ void storm_observe(struct storm_tracker *t, const struct storm_tx_summary *tx,
 	for (int i = 0; i < 4; i++)
 		c.cls[i] = t->cls_buf + (size_t)i * t->cfg.max_rcpt;
 
+	/* Every rule's key is a random place in a big table: look them all
+	 * up first (the identities, then the index slots, then the key
+	 * records, each pass only prefetching for the next), so the misses of
+	 * one transaction overlap instead of queueing one behind the other. */
 	for (uint32_t ri = 0; ri < t->n_rules; ri++) {
 		const struct storm_rule_rt *r = &t->rules[ri];
 
@@ -1405,13 +1417,30 @@ void storm_observe(struct storm_tracker *t, const struct storm_tx_summary *tx,
 			tx_rcpts(t, &c);
 			for (uint32_t i = 0; i < c.n_rcpt && i < RCPT_PREFETCH; i++)
 				__builtin_prefetch(&t->kslots[key_hash(ri, c.rcpt_id[i]) & t->kmask]);
+			t->key_of[ri] = INTERN_ID_NONE;
+		} else {
+			t->key_of[ri] = tx_field(t, &c, r->r.per);
+			if (t->key_of[ri] != INTERN_ID_NONE)
+				__builtin_prefetch(&t->kslots[key_hash(ri, t->key_of[ri]) & t->kmask]);
+		}
+	}
+	for (uint32_t ri = 0; ri < t->n_rules; ri++) {
+		uint32_t idx;
+
+		if (t->key_of[ri] == INTERN_ID_NONE)
+			continue;
+		idx = t->kslots[key_hash(ri, t->key_of[ri]) & t->kmask].idx;
+		if (idx != KEY_NONE)
+			__builtin_prefetch(key_at(t, idx), 1);
+	}
+	for (uint32_t ri = 0; ri < t->n_rules; ri++) {
+		const struct storm_rule_rt *r = &t->rules[ri];
+
+		if (r->r.per == STORM_F_RCPT) {
 			for (uint32_t i = 0; i < c.n_rcpt; i++)
 				rule_apply(t, &c, ri, c.rcpt_id[i], i, out);
-		} else {
-			uint32_t key_id = tx_field(t, &c, r->r.per);
-
-			if (key_id != INTERN_ID_NONE)
-				rule_apply(t, &c, ri, key_id, -1, out);
+		} else if (t->key_of[ri] != INTERN_ID_NONE) {
+			rule_apply(t, &c, ri, t->key_of[ri], -1, out);
 		}
 	}
 }
@@ -1435,6 +1464,22 @@ unsigned storm_advance(struct storm_tracker *t, uint64_t now_ns, unsigned max_wo
 		while (q->n && work < max_work) {
 			struct storm_qent e = q->e[q->head];
 			struct storm_key *k;
+
+			/* The entries are known ahead and their keys are
+			 * scattered: fetch the key 8 entries on while this one
+			 * is worked on (only a hint; a stale entry is harmless). */
+			if (q->n > 8)
+				__builtin_prefetch(key_at(t, q->e[(q->head + 8) & (q->cap - 1)].key), 1);
+			/* and, 4 on, the intern entry of that key's identity
+			 * (its record is in cache by now): freeing the key
+			 * unrefs it */
+			if (q->n > 4) {
+				const struct storm_key *k4 =
+					key_at(t, q->e[(q->head + 4) & (q->cap - 1)].key);
+
+				if (k4->key_id != KEY_NONE)
+					intern_prefetch_id(t->intern, k4->key_id);
+			}
 
 			/* Due when its bucket left the window; the distance is
 			 * taken modulo 2^32 (see storm_qent). */
