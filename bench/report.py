@@ -22,32 +22,14 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reportlib import kv_line, read_res  # noqa: E402
+
 RES = sys.argv[1] if len(sys.argv) > 1 else "."
 
 
 def read(name, default=""):
-    try:
-        with open(os.path.join(RES, name)) as f:
-            return f.read()
-    except OSError:
-        return default
-
-
-def kv_line(text, prefix):
-    """Parses 'prefix k=v k=v' lines into a list of dicts."""
-    out = []
-    for line in text.splitlines():
-        if line.startswith(prefix + " "):
-            d = {}
-            for tok in line.split()[1:]:
-                if "=" in tok:
-                    k, v = tok.split("=", 1)
-                    try:
-                        d[k] = float(v)
-                    except ValueError:
-                        d[k] = v
-            out.append(d)
-    return out
+    return read_res(RES, name, default)
 
 
 def cmd(*argv):
@@ -973,7 +955,6 @@ def rules_section():
 rules_section()
 
 # issue 6: replay and stages, storm tracking, detection on the scenario, plots
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report_scale  # noqa: E402
 
 report_scale.rules_plot_section(RES, P, rounds)
