@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -48,6 +49,7 @@ struct verdict {
 	struct storm_rule *srules;       /* as given to storm_new (names borrowed from rules) */
 	uint32_t *storm_rule_id;         /* storm rule index -> rule id */
 	uint32_t n_storm;
+	bool need_body_hash;             /* a track rule counts or keys on fingerprint */
 	struct storm_hits shits;         /* of the last verdict_tx() */
 	void (*on_event)(void *user, const struct storm_event *ev);
 	void *event_user;
@@ -154,6 +156,8 @@ static int storm_setup(struct verdict *v, char *err, size_t errlen)
 			snprintf(err, errlen, "%s:%u: track %s: %s", r->file, r->line, r->name, why);
 			goto fail;
 		}
+		if (o->what == STORM_F_BODY_HASH || o->per == STORM_F_BODY_HASH)
+			v->need_body_hash = true;
 		v->storm_rule_id[v->n_storm++] = td->rule;
 	}
 	v->sink = mem_calloc(MEM_STORM, 1, sizeof(*v->sink));
@@ -659,32 +663,19 @@ static uint8_t rcpt_status(const struct smtp_rcpt *r)
 	return STORM_RCPT_OTHER;
 }
 
-/* A 64-bit fingerprint of the decoded body (0: no body). FNV-1a over the
- * kept body view: two copies of a message hash alike whatever their headers. */
+/* A 64-bit fingerprint of the decoded body (0: no body): XXH3 over the kept
+ * body view, so two copies of a message hash alike whatever their headers.
+ * (A byte-serial FNV-1a cost ~4 cycles a byte here, most of the storm
+ * stage; XXH3 reads 32 bytes a step.) */
 static uint64_t body_hash(const struct message *m)
 {
 	size_t len = 0;
 	const uint8_t *p = m ? message_view(m, MESSAGE_VIEW_RAWBODY, &len) : NULL;
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	size_t i = 0;
+	uint64_t h;
 
 	if (!p || !len)
 		return 0;
-	for (; i + 8 <= len; i += 8) {   /* unrolled: the same FNV-1a */
-		h = (h ^ p[i]) * 0x100000001b3ull;
-		h = (h ^ p[i + 1]) * 0x100000001b3ull;
-		h = (h ^ p[i + 2]) * 0x100000001b3ull;
-		h = (h ^ p[i + 3]) * 0x100000001b3ull;
-		h = (h ^ p[i + 4]) * 0x100000001b3ull;
-		h = (h ^ p[i + 5]) * 0x100000001b3ull;
-		h = (h ^ p[i + 6]) * 0x100000001b3ull;
-		h = (h ^ p[i + 7]) * 0x100000001b3ull;
-	}
-	for (; i < len; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ull;
-	}
+	h = XXH3_64bits(p, len);
 	return h ? h : 1;
 }
 
@@ -731,7 +722,7 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 		sum.rcpt_status = v->rcpt_status;
 		sum.n_rcpt = n;
 		sum.message_id = m ? message_field(m, MESSAGE_FIELD_MESSAGE_ID) : NULL;
-		sum.body_hash = body_hash(m);
+		sum.body_hash = v->need_body_hash ? body_hash(m) : 0;
 		sum.received_count = m ? (int)message_received_count(m) : 0;
 		sum.auto_submitted = is_auto(m);
 		storm_observe(v->storm, &sum, &v->shits);

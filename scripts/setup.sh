@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(
   build-essential meson ninja-build pkg-config
   libdpdk-dev dpdk libhyperscan-dev libjemalloc-dev libroaring-dev
-  libpcap-dev libpcre2-dev libssl-dev
+  libpcap-dev libpcre2-dev libssl-dev libxxhash-dev
   tshark tcpdump postfix swaks iproute2 ethtool
   clang libclang-rt-14-dev valgrind python3 spamassassin
 )
