@@ -89,6 +89,7 @@ struct message {
 	uint8_t at_start;             /* no line seen yet */
 	uint8_t saw_crlf, saw_lf;
 	uint8_t keep_full;            /* the tap asked for the raw copy */
+	uint8_t no_uris;              /* no one reads the URI list: do not build it */
 	uint64_t cur_line_len;        /* of the logical line being cut */
 	uint64_t pos;                 /* bytes of the lines routed so far (line ends 1) */
 	uint64_t piece_len;           /* of the line being routed, its end included */
@@ -680,7 +681,8 @@ static void uri_scan(struct message *m, const uint8_t *p, size_t n)
 static void body_text(struct message *m, const uint8_t *p, size_t n)
 {
 	view_out(m, MESSAGE_VIEW_BODY, p, n);
-	uri_scan(m, p, n);
+	if (!m->no_uris)
+		uri_scan(m, p, n);
 }
 
 static void html_text_cb(void *ctx, const uint8_t *p, size_t n)
@@ -690,7 +692,10 @@ static void html_text_cb(void *ctx, const uint8_t *p, size_t n)
 
 static void html_uri_cb(void *ctx, const uint8_t *p, size_t n)
 {
-	uri_add(ctx, p, n);
+	struct message *m = ctx;
+
+	if (!m->no_uris)
+		uri_add(m, p, n);
 }
 
 /* UTF-8 text of a leaf with CR LF already folded to LF. */
@@ -1991,6 +1996,11 @@ void message_free(struct message *m)
 }
 
 /* ---- accessors ---------------------------------------------------------------------------- */
+
+void message_want_uris(struct message *m, bool want)
+{
+	m->no_uris = !want;
+}
 
 uint64_t message_body_length(const struct message *m)
 {

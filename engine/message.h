@@ -41,6 +41,7 @@
 #ifndef BW_MESSAGE_H
 #define BW_MESSAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -250,6 +251,11 @@ void message_free(struct message *m);
 /* Accessors. Header pointers stay valid until the next feed, reset or
  * free (final once the header block ended); the rest until reset/free. */
 int message_headers_done(const struct message *m);
+/* Whether the URI list is built (default: yes). Off, the text scanner and
+ * HTML link extraction do not run and message_uri_count() stays 0: for a
+ * rule set without uri rules. Set before the first feed; kept across
+ * message_reset(). */
+void message_want_uris(struct message *m, bool want);
 /* Bytes of the message body (after the header block's blank line) fed so far,
  * line ends counted as one byte (SpamAssassin's pristine_body_length of the
  * message stored with LF line ends); 0 before the headers end. */

@@ -119,8 +119,12 @@ static void tx_data_begin(void *user, const struct smtp_tx *tx)
 	}
 	/* full rules: the raw bytes reach the rules' streams as they arrive
 	 * (released with the message, whichever way the transaction ends) */
-	if (a->msg && a->pl->verdict)
-		verdict_begin(a->pl->verdict, a->msg);
+	if (a->msg) {
+		/* the URI list only for rules that read it (records do not) */
+		message_want_uris(a->msg, verdict_wants_uris(a->pl->verdict));
+		if (a->pl->verdict)
+			verdict_begin(a->pl->verdict, a->msg);
+	}
 	pipeline_stage_enter(prev);
 }
 

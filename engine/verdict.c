@@ -792,6 +792,11 @@ void verdict_set_event_sink(struct verdict *v,
 	v->event_user = user;
 }
 
+bool verdict_wants_uris(const struct verdict *v)
+{
+	return v && v->rules->counts.by_type[RULE_TYPE_URI] > 0;
+}
+
 uint64_t verdict_max_window_ns(const struct verdict *v)
 {
 	uint64_t w = 0;

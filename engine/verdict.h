@@ -107,6 +107,8 @@ bool verdict_adopt_storm(struct verdict *nv, struct verdict *old);
 
 /* Bounded window housekeeping on the engine clock; call once per burst. */
 void verdict_advance(struct verdict *v, uint64_t now);
+/* Whether the loaded rules read the URI list (uri rules). */
+bool verdict_wants_uris(const struct verdict *v);
 /* The longest window of the loaded track rules (0: none). */
 uint64_t verdict_max_window_ns(const struct verdict *v);
 

@@ -1274,6 +1274,34 @@ static void test_body_length(void)
 		message_feed(m, (const uint8_t *)mp + i, 1);
 	message_end(m);
 	CHECK_EQ_U64(message_body_length(m), want);
+	/* without the URI list (no uri rules): the same body, no URIs, and
+	 * the choice survives a reset */
+	{
+		static const char u[] = "Content-Type: text/html\r\n\r\n<a href=\"http://a.example/\">x</a> "
+					"see http://b.example/ or c@d.example\r\n";
+		size_t b1 = 0, b2 = 0;
+		const uint8_t *v1;
+		char body1[256];
+
+		message_reset(m);
+		message_feed(m, (const uint8_t *)u, sizeof(u) - 1);
+		message_end(m);
+		CHECK_EQ_U64(message_uri_count(m), 3);
+		v1 = message_view(m, MESSAGE_VIEW_BODY, &b1);
+		CHECK(v1 != NULL && b1 > 0 && b1 <= sizeof(body1));
+		if (b1 > sizeof(body1))
+			b1 = sizeof(body1);
+		if (v1)
+			memcpy(body1, v1, b1);
+		message_want_uris(m, false);
+		message_reset(m);
+		message_feed(m, (const uint8_t *)u, sizeof(u) - 1);
+		message_end(m);
+		CHECK_EQ_U64(message_uri_count(m), 0);
+		CHECK(message_view(m, MESSAGE_VIEW_BODY, &b2) != NULL && b2 == b1 &&
+		      memcmp(message_view(m, MESSAGE_VIEW_BODY, &b2), body1, b1) == 0);
+		message_want_uris(m, true);
+	}
 	message_reset(m);
 	message_feed(m, (const uint8_t *)"Subject: x\r\nFrom: y", strlen("Subject: x\r\nFrom: y"));
 	message_end(m);
