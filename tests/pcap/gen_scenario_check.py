@@ -33,6 +33,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+from gen_check import tshark_problems  # noqa: E402  (the same tshark sanity check)
 FIELDS = ("helo", "mail_from", "rcpt_to", "rcpt_rejected", "rcpt_replies", "size",
           "accepted", "bdat", "message_id", "received_count")
 TYPES = ("reflection_loop", "forwarding_loop", "flood", "botnet", "bulk")
@@ -55,21 +57,6 @@ def generate(gen, scenario, out):
     run([sys.executable, gen, "--scenario", scenario, "--synth", "-o", out], "generator")
     base = out[:-5]
     return [out, base + ".truth.jsonl", base + ".events.json"]
-
-
-def tshark_problems(pcap):
-    tshark = shutil.which("tshark")
-    if not tshark:
-        return None
-    filt = ("tcp.checksum.status==0 || ip.checksum.status==0 || _ws.malformed || "
-            "tcp.analysis.lost_segment || tcp.analysis.ack_lost_segment || "
-            "tcp.analysis.retransmission || tcp.analysis.out_of_order || "
-            "tcp.analysis.window_full || tcp.analysis.zero_window || "
-            "_ws.expert.severity >= warning")
-    p = subprocess.run([tshark, "-n", "-r", pcap, "-o", "tcp.check_checksum:TRUE",
-                        "-o", "ip.check_checksum:TRUE", "-Y", filt],
-                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=300)
-    return [l for l in p.stdout.decode(errors="replace").splitlines() if l.strip()]
 
 
 def main():

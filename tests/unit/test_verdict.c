@@ -108,8 +108,8 @@ static void send_data(struct conn *c, const char *p, size_t n, size_t seg)
 		pkt(c, 1, F_PSH | F_ACK, p + o, n - o < seg ? n - o : seg);
 }
 
-/* Handshake, greeting, EHLO, MAIL, RCPT. */
-static void open_session(struct conn *c, struct pipeline *pl, uint16_t port)
+/* The TCP handshake of a new connection from port. */
+static void open_conn(struct conn *c, struct pipeline *pl, uint16_t port)
 {
 	memset(c, 0, sizeof(*c));
 	c->pl = pl;
@@ -120,6 +120,12 @@ static void open_session(struct conn *c, struct pipeline *pl, uint16_t port)
 	pkt(c, 1, F_SYN, NULL, 0);
 	pkt(c, 0, F_SYN | F_ACK, NULL, 0);
 	pkt(c, 1, F_ACK, NULL, 0);
+}
+
+/* Handshake, greeting, EHLO, MAIL, RCPT. */
+static void open_session(struct conn *c, struct pipeline *pl, uint16_t port)
+{
+	open_conn(c, pl, port);
 	say(c, 0, "220 mx.example ESMTP\r\n");
 	say(c, 1, "EHLO client.example\r\n");
 	say(c, 0, "250-mx.example\r\n250 CHUNKING\r\n");
@@ -429,15 +435,7 @@ static void test_gap_at_close(void)
 	CHECK(pl != NULL);
 	if (!pl)
 		return;
-	memset(&c, 0, sizeof(c));
-	c.pl = pl;
-	c.cport = 40000;
-	c.cseq = 1000;
-	c.sseq = 5000;
-	c.ts = 1700000000ull * 1000000000ull;
-	pkt(&c, 1, F_SYN, NULL, 0);
-	pkt(&c, 0, F_SYN | F_ACK, NULL, 0);
-	pkt(&c, 1, F_ACK, NULL, 0);
+	open_conn(&c, pl, 40000);
 	c.cseq += 100;                       /* a hole of 100 bytes */
 	say(&c, 1, "EHLO after.a.hole\r\n");
 	c.cseq = c.cseq - 100 - 20 + 0x80000000u;   /* 2^31 behind: old, dropped */
