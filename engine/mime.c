@@ -324,10 +324,84 @@ enum mime_cs mime_charset_kind(const char *name, size_t n)
 	return MIME_CS_ICONV;
 }
 
+/* iconv descriptors, kept open per thread. glibc's iconv_open() looks the
+ * name up in the gconv configuration and dlopen()s the module; iconv_close()
+ * dlclose()s it when its last user goes. Opened and closed per MIME part
+ * and per encoded word, that load/unload was about a seventh of the whole
+ * parse time on the SpamAssassin corpus (perf: _dl_map_object, _dl_close,
+ * strcmp in ld.so, mmap/munmap). So descriptors go back to a small cache
+ * on close, reset to their initial shift state when taken again, and names
+ * iconv refused are remembered too (a hostile stream naming a new bogus
+ * charset per part costs one failed iconv_open each, as before; a repeated
+ * one costs a string compare). Least recently used slots are reused; a
+ * slot in use is never taken, so nested converters get their own. */
+#define CONV_CACHE_SLOTS 16
+
+struct conv_slot {
+	iconv_t cd;                 /* (iconv_t)-1: a name iconv refused */
+	uint64_t used;              /* tick of the last open, 0: empty */
+	uint8_t busy;
+	char name[64];              /* lowercased */
+};
+
+static __thread struct conv_slot conv_cache[CONV_CACHE_SLOTS];
+static __thread uint64_t conv_tick;
+
+/* Returns the slot index + 1 holding an open descriptor for name (marked
+ * busy, *cd set), 0 when not cacheable (every slot busy), or -1 when iconv
+ * does not know the name. */
+static int conv_cache_get(const char *name, iconv_t *cd)
+{
+	struct conv_slot *victim = NULL;
+
+	conv_tick++;
+	for (int i = 0; i < CONV_CACHE_SLOTS; i++) {
+		struct conv_slot *s = &conv_cache[i];
+
+		if (s->used && !s->busy && strcmp(s->name, name) == 0) {
+			s->used = conv_tick;
+			if (s->cd == (iconv_t)-1)
+				return -1;
+			iconv(s->cd, NULL, NULL, NULL, NULL);
+			s->busy = 1;
+			*cd = s->cd;
+			return i + 1;
+		}
+		if (!s->busy && (!victim || s->used < victim->used))
+			victim = s;
+	}
+	*cd = iconv_open("UTF-8", name);
+	if (!victim)
+		return *cd == (iconv_t)-1 ? -1 : 0;
+	if (victim->used && victim->cd != (iconv_t)-1)
+		iconv_close(victim->cd);
+	victim->cd = *cd;
+	victim->used = conv_tick;
+	snprintf(victim->name, sizeof(victim->name), "%s", name);
+	if (*cd == (iconv_t)-1)
+		return -1;
+	victim->busy = 1;
+	return (int)(victim - conv_cache) + 1;
+}
+
+void mime_conv_cache_flush(void)
+{
+	for (int i = 0; i < CONV_CACHE_SLOTS; i++) {
+		struct conv_slot *s = &conv_cache[i];
+
+		if (!s->used || s->busy)
+			continue;
+		if (s->cd != (iconv_t)-1)
+			iconv_close(s->cd);
+		memset(s, 0, sizeof(*s));
+	}
+}
+
 int mime_conv_open(struct mime_conv *c, const char *name, size_t n)
 {
 	char buf[64];
 	iconv_t cd;
+	int slot;
 
 	memset(c, 0, sizeof(*c));
 	c->cs = mime_charset_kind(name, n);
@@ -345,7 +419,7 @@ int mime_conv_open(struct mime_conv *c, const char *name, size_t n)
 		/* iconv names are plain tokens; refuse "//TRANSLIT"-style suffixes */
 		if (name[i] == '/' || (uint8_t)name[i] <= ' ' || (uint8_t)name[i] >= 0x7f)
 			goto unknown;
-		buf[i] = name[i];
+		buf[i] = name[i] >= 'A' && name[i] <= 'Z' ? (char)(name[i] - 'A' + 'a') : name[i];
 	}
 	buf[n] = '\0';
 	{
@@ -366,10 +440,11 @@ int mime_conv_open(struct mime_conv *c, const char *name, size_t n)
 				break;
 			}
 	}
-	cd = iconv_open("UTF-8", buf);
-	if (cd == (iconv_t)-1)
+	slot = conv_cache_get(buf, &cd);
+	if (slot < 0)
 		goto unknown;
 	c->cd = cd;
+	c->slot = (uint8_t)slot;
 	return 0;
 unknown:
 	c->cs = MIME_CS_UNKNOWN;
@@ -561,9 +636,12 @@ void mime_conv_finish(struct mime_conv *c, mime_sink_fn sink, void *ctx)
 
 void mime_conv_close(struct mime_conv *c)
 {
-	if (c->cd)
+	if (c->slot)
+		conv_cache[c->slot - 1].busy = 0;
+	else if (c->cd)
 		iconv_close((iconv_t)c->cd);
 	c->cd = NULL;
+	c->slot = 0;
 	c->ncarry = 0;
 }
 

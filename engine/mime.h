@@ -79,6 +79,7 @@ typedef void (*mime_sink_fn)(void *ctx, const uint8_t *p, size_t n);
 struct mime_conv {
 	enum mime_cs cs;
 	void *cd;            /* iconv_t for MIME_CS_ICONV, else NULL */
+	uint8_t slot;        /* 1 + the thread's descriptor cache slot, 0: none */
 	uint8_t ncarry;      /* an incomplete multibyte sequence held back */
 	uint8_t carry[16];
 	uint64_t bad;        /* sequences replaced by U+FFFD */
@@ -95,7 +96,12 @@ void mime_conv_feed(struct mime_conv *c, const uint8_t *p, size_t n,
 		    mime_sink_fn sink, void *ctx);
 /* Flushes held-back bytes (as U+FFFD) and any shift state. */
 void mime_conv_finish(struct mime_conv *c, mime_sink_fn sink, void *ctx);
+/* Gives the descriptor back to this thread's cache (kept open for the
+ * next converter of that charset) or closes it. */
 void mime_conv_close(struct mime_conv *c);
+/* Closes this thread's cached descriptors that are not in use (at exit, so
+ * leak checkers see nothing held). */
+void mime_conv_cache_flush(void);
 
 /* Writes the UTF-8 form of code point cp (U+FFFD for invalid ones) into
  * out[4]; returns its length. */
