@@ -90,6 +90,7 @@ struct message {
 	uint8_t saw_crlf, saw_lf;
 	uint8_t keep_full;            /* the tap asked for the raw copy */
 	uint8_t no_uris;              /* no one reads the URI list: do not build it */
+	uint8_t no_text;              /* no one reads the text views: produce none */
 	uint64_t cur_line_len;        /* of the logical line being cut */
 	uint64_t pos;                 /* bytes of the lines routed so far (line ends 1) */
 	uint64_t piece_len;           /* of the line being routed, its end included */
@@ -346,7 +347,7 @@ static void view_out(struct message *m, enum message_view v, const uint8_t *p, s
 {
 	struct message_buf *b = v == MESSAGE_VIEW_BODY ? &m->body : &m->rawbody;
 
-	if (n == 0)
+	if (n == 0 || m->no_text)
 		return;
 	if (v == MESSAGE_VIEW_BODY) {
 		m->c.body_bytes += n;
@@ -701,7 +702,7 @@ static void html_uri_cb(void *ctx, const uint8_t *p, size_t n)
 /* UTF-8 text of a leaf with CR LF already folded to LF. */
 static void text_route(struct message *m, const uint8_t *p, size_t n)
 {
-	if (n == 0)
+	if (n == 0 || m->no_text)
 		return;
 	view_out(m, MESSAGE_VIEW_RAWBODY, p, n);
 	if (m->leaf_mode == LEAF_HTML)
@@ -749,12 +750,21 @@ static void part_end(struct message *m, uint32_t idx)
 		m->ops->on_part_end(m->user, &m->parts[idx]);
 }
 
+/* Where converted text goes when no one reads the text views: the
+ * conversion still runs, so its anomalies do not depend on the rules. */
+static void text_drop(void *ctx, const uint8_t *p, size_t n)
+{
+	(void)ctx;
+	(void)p;
+	(void)n;
+}
+
 /* Transfer-decoded bytes of the open leaf. */
 static void leaf_decoded(struct message *m, const uint8_t *p, size_t n)
 {
 	m->parts[m->leaf].decoded_size += n;
 	if (m->leaf_mode == LEAF_TEXT || m->leaf_mode == LEAF_HTML)
-		mime_conv_feed(&m->conv, p, n, text_out, m);
+		mime_conv_feed(&m->conv, p, n, m->no_text ? text_drop : text_out, m);
 }
 
 /* Lines up to this long are handed on together with the newline pending
@@ -860,7 +870,7 @@ static void leaf_end(struct message *m, int at_boundary)
 	}
 	m->leaf_nl_pending = 0;
 	if (m->conv_open) {
-		mime_conv_finish(&m->conv, text_out, m);
+		mime_conv_finish(&m->conv, m->no_text ? text_drop : text_out, m);
 		m->c.charset_bad_bytes += m->conv.bad;
 		if (m->conv.bad)
 			anomaly(m, MESSAGE_ANOM_BAD_CHARSET_DATA);
@@ -2000,6 +2010,11 @@ void message_free(struct message *m)
 void message_want_uris(struct message *m, bool want)
 {
 	m->no_uris = !want;
+}
+
+void message_want_text(struct message *m, bool want)
+{
+	m->no_text = !want;
 }
 
 uint64_t message_body_length(const struct message *m)

@@ -256,6 +256,14 @@ int message_headers_done(const struct message *m);
  * rule set without uri rules. Set before the first feed; kept across
  * message_reset(). */
 void message_want_uris(struct message *m, bool want);
+/* Whether the text views (body, rawbody) and the URI list are produced
+ * (default: yes). Off, leaves are still transfer-decoded (sizes, base64/QP
+ * anomalies) and charset-converted (charset anomalies), so the record does
+ * not change, but the text goes nowhere: no HTML rendering, no kept copies,
+ * no on_text/on_uri calls, body_bytes/rawbody_bytes stay 0. For a rule set
+ * without body, rawbody or uri rules (or no rules). Set before the first
+ * feed; kept across message_reset(). */
+void message_want_text(struct message *m, bool want);
 /* Bytes of the message body (after the header block's blank line) fed so far,
  * line ends counted as one byte (SpamAssassin's pristine_body_length of the
  * message stored with LF line ends); 0 before the headers end. */

@@ -7,6 +7,7 @@
 
 #include "mem.h"
 #include "message.h"
+#include "mime.h"
 #include "output.h"
 #include "smtp.h"
 #include "verdict.h"
@@ -122,6 +123,9 @@ static void tx_data_begin(void *user, const struct smtp_tx *tx)
 	if (a->msg) {
 		/* the URI list only for rules that read it (records do not) */
 		message_want_uris(a->msg, verdict_wants_uris(a->pl->verdict));
+		/* and text (HTML rendered, views kept) only for rules that read
+		 * it: with none, MIME is still decoded for the record */
+		message_want_text(a->msg, verdict_wants_text(a->pl->verdict));
 		if (a->pl->verdict)
 			verdict_begin(a->pl->verdict, a->msg);
 	}
@@ -439,5 +443,7 @@ void pipeline_free(struct pipeline *pl)
 	flow_table_free(pl->flows, FLOW_END_EOF);
 	while (pl->n_msg_cache)
 		message_free(pl->msg_cache[--pl->n_msg_cache]);
+	/* the parsers are gone: close the charset converters they kept open */
+	mime_conv_cache_flush();
 	mem_free(MEM_MISC, pl);
 }

@@ -797,6 +797,14 @@ bool verdict_wants_uris(const struct verdict *v)
 	return v && v->rules->counts.by_type[RULE_TYPE_URI] > 0;
 }
 
+bool verdict_wants_text(const struct verdict *v)
+{
+	const uint64_t *t = v ? v->rules->counts.by_type : NULL;
+
+	return v && (t[RULE_TYPE_BODY] || t[RULE_TYPE_RAWBODY] || t[RULE_TYPE_URI] ||
+		     v->need_body_hash);
+}
+
 uint64_t verdict_max_window_ns(const struct verdict *v)
 {
 	uint64_t w = 0;

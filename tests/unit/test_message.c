@@ -419,6 +419,63 @@ static void test_charsets(void)
 		CHECK_STR(col.text, "a\xef\xbf\xbd");
 		CHECK_EQ_U64(cv.bad, 1);
 	}
+	/* Descriptors are cached per thread and reused: one left in a shifted
+	 * state (ISO-2022-JP in JIS X 0208, never finished) must come back
+	 * reset; two of one charset open at once are two descriptors; a name
+	 * iconv refused is refused again; after a flush all still works. */
+	for (int round = 0; round < 3; round++) {
+		struct mime_conv a, b;
+		struct collect ca, cb;
+
+		memset(&ca, 0, sizeof(ca));
+		memset(&cb, 0, sizeof(cb));
+		CHECK(mime_conv_open(&a, "ISO-2022-JP", 11) == 0);
+		mime_conv_feed(&a, (const uint8_t *)"\x1b$B$\"", 5, col_text, &ca);
+		CHECK(mime_conv_open(&b, "iso-2022-jp", 11) == 0);
+		CHECK(a.cd != b.cd);
+		mime_conv_feed(&b, (const uint8_t *)"ab", 2, col_text, &cb);
+		mime_conv_close(&a);       /* left shifted: no finish */
+		mime_conv_finish(&b, col_text, &cb);
+		mime_conv_close(&b);
+		CHECK_STR(ca.text, "\xe3\x81\x82");
+		CHECK_STR(cb.text, "ab");
+		memset(&ca, 0, sizeof(ca));
+		CHECK(mime_conv_open(&a, "iso-2022-jp", 11) == 0);
+		mime_conv_feed(&a, (const uint8_t *)"$\"", 2, col_text, &ca);
+		mime_conv_finish(&a, col_text, &ca);
+		mime_conv_close(&a);
+		CHECK_STR(ca.text, "$\"");  /* ASCII again, not JIS */
+		CHECK(mime_conv_open(&a, "x-no-such-charset", 17) == -ENOENT);
+		CHECK(a.cs == MIME_CS_UNKNOWN);
+		mime_conv_close(&a);
+		if (round == 1)
+			mime_conv_cache_flush();
+	}
+	/* more charsets than cache slots, several open at once: each still
+	 * converts (the ones past the busy slots are not cached) */
+	{
+		static const char *const cs[] = {
+			"koi8-r", "iso-8859-2", "iso-8859-5", "iso-8859-7", "iso-8859-9",
+			"iso-8859-15", "windows-1250", "windows-1251", "windows-1253",
+			"windows-1254", "windows-1257", "cp850", "cp437", "koi8-u",
+			"iso-8859-3", "iso-8859-4", "iso-8859-13", "macintosh", "gb2312",
+			"big5",
+		};
+		struct mime_conv cv[sizeof(cs) / sizeof(cs[0])];
+
+		for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++)
+			CHECK(mime_conv_open(&cv[i], cs[i], strlen(cs[i])) == 0);
+		for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
+			struct collect col;
+
+			memset(&col, 0, sizeof(col));
+			mime_conv_feed(&cv[i], (const uint8_t *)"plain", 5, col_text, &col);
+			mime_conv_finish(&cv[i], col_text, &col);
+			mime_conv_close(&cv[i]);
+			CHECK_STR(col.text, "plain");
+		}
+		mime_conv_cache_flush();
+	}
 }
 
 /* ---- message cases ---------------------------------------------------------------- */
@@ -1301,6 +1358,54 @@ static void test_body_length(void)
 		CHECK(message_view(m, MESSAGE_VIEW_BODY, &b2) != NULL && b2 == b1 &&
 		      memcmp(message_view(m, MESSAGE_VIEW_BODY, &b2), body1, b1) == 0);
 		message_want_uris(m, true);
+	}
+	/* without the text views (no body, rawbody or uri rules): no views,
+	 * no URIs, but the same parts, sizes and anomalies (the decoders and
+	 * the charset converter still run), and the choice survives a reset */
+	{
+		static const char u[] =
+			"Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+			"--b\r\nContent-Type: text/html; charset=shift_jis\r\n"
+			"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+			"<a href=3D\"http://a.example/\">x=82</a> =ZZ\r\n"
+			"--b\r\nContent-Type: application/pdf; name=a.pdf\r\n"
+			"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0x*\r\n--b--\r\n";
+		uint64_t anom[2];
+		uint32_t parts[2];
+		uint64_t dsz[2];
+		size_t len;
+
+		for (int wt = 1; wt >= 0; wt--) {
+			message_want_text(m, wt);
+			message_reset(m);
+			message_feed(m, (const uint8_t *)u, sizeof(u) - 1);
+			message_end(m);
+			anom[wt] = message_anomalies(m);
+			parts[wt] = message_part_count(m);
+			dsz[wt] = message_part_count(m) > 2 ? message_part_at(m, 2)->decoded_size : 0;
+			if (wt) {
+				CHECK(message_view(m, MESSAGE_VIEW_BODY, &len) && len > 0);
+				CHECK_EQ_U64(message_uri_count(m), 1);
+			} else {
+				CHECK(message_view(m, MESSAGE_VIEW_BODY, &len) == NULL || len == 0);
+				CHECK(message_view(m, MESSAGE_VIEW_RAWBODY, &len) == NULL || len == 0);
+				CHECK_EQ_U64(message_uri_count(m), 0);
+				CHECK_EQ_U64(message_counters(m)->body_bytes, 0);
+			}
+		}
+		CHECK_EQ_U64(anom[0], anom[1]);
+		CHECK(anom[0] & (1ull << MESSAGE_ANOM_BAD_QP));
+		CHECK(anom[0] & (1ull << MESSAGE_ANOM_BAD_CHARSET_DATA));
+		CHECK(anom[0] & (1ull << MESSAGE_ANOM_BAD_BASE64));
+		CHECK_EQ_U64(parts[0], parts[1]);
+		CHECK_EQ_U64(parts[0], 3);
+		CHECK_EQ_U64(dsz[0], dsz[1]);
+		CHECK_EQ_U64(dsz[0], 6);
+		message_reset(m);
+		message_feed(m, (const uint8_t *)u, sizeof(u) - 1);
+		message_end(m);
+		CHECK_EQ_U64(message_uri_count(m), 0);
+		message_want_text(m, true);
 	}
 	message_reset(m);
 	message_feed(m, (const uint8_t *)"Subject: x\r\nFrom: y", strlen("Subject: x\r\nFrom: y"));
