@@ -994,6 +994,19 @@ size_t mime_params_filename(const struct mime_params *mp, const char *attr,
 	out[0] = '\0';
 	if (strlen(attr) > MIME_PARAM_ATTR_MAX - 6)
 		return 0;
+	{
+		/* most parts have no such parameter: say so before the
+		 * RFC 2231 key look-ups below (three snprintf()s each) */
+		size_t an = strlen(attr);
+		uint32_t i;
+
+		for (i = 0; i < mp->n; i++)
+			if (strncmp(mp->p[i].attr, attr, an) == 0 &&
+			    (mp->p[i].attr[an] == '\0' || mp->p[i].attr[an] == '*'))
+				break;
+		if (i == mp->n)
+			return 0;
+	}
 	/* attr*=charset'lang'pct-encoded */
 	snprintf(key, sizeof(key), "%s*", attr);
 	v = mime_param(mp, key, &len);
