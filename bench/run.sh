@@ -350,6 +350,10 @@ for i in $(seq 1 "$repeat"); do
     /usr/bin/time -f '%e %M' -o "$res/parse.$i.time" \
       "$engine" --pcap "$pcap_smtp" >/dev/null 2>"$res/parse.$i.err" ||
       { log "engine (parsing) failed (round $i):"; tail -5 "$res/parse.$i.err" >&2; exit 1; }
+    log "round $i/$repeat: engine, parsing on, no rules, on the SMTP capture"
+    /usr/bin/time -f '%e %M' -o "$res/parse-norules.$i.time" \
+      "$engine" --pcap "$pcap_smtp" --no-rules >/dev/null 2>"$res/parse-norules.$i.err" ||
+      { log "engine (parsing, no rules) failed (round $i):"; tail -5 "$res/parse-norules.$i.err" >&2; exit 1; }
     log "round $i/$repeat: engine --no-smtp --no-flows on the SMTP capture"
     /usr/bin/time -f '%e %M' -o "$res/parse-streams.$i.time" \
       "$engine" --pcap "$pcap_smtp" --no-smtp --no-flows >/dev/null \
