@@ -243,6 +243,9 @@ static uint32_t id_alloc(struct intern_table *t)
 	if (t->free_head != INTERN_ID_NONE) {
 		id = t->free_head;
 		t->free_head = entry(t, id)->refs;
+		/* the next free entry is a random line, read at the next insert */
+		if (t->free_head != INTERN_ID_NONE)
+			__builtin_prefetch(entry(t, t->free_head), 1);
 		return id;
 	}
 	if (t->n_alloc < t->max_ids) {
@@ -339,6 +342,26 @@ static inline void touch(struct intern_table *t, struct intern_entry *e, uint64_
 void intern_prefetch(const struct intern_table *t, uint64_t hash)
 {
 	__builtin_prefetch(&t->slots[home_of(t, hash)]);
+}
+
+/* Only the first few slots of the chain: at load <= 1/2 chains are short,
+ * and this is a hint, so a long chain just goes unhinted. */
+void intern_prefetch_entry(const struct intern_table *t, uint64_t hash)
+{
+	uint32_t tag = (uint32_t)(hash >> 32);
+	uint64_t pos = home_of(t, hash);
+
+	for (unsigned n = 0; n < 4; n++) {
+		const struct intern_slot *s = &t->slots[pos];
+
+		if (s->id == INTERN_ID_NONE)
+			return;
+		if (s->tag == tag) {
+			__builtin_prefetch(entry(t, s->id), 1);
+			return;
+		}
+		pos = (pos + 1) & t->mask;
+	}
 }
 
 uint32_t intern_get_hashed(struct intern_table *t, uint64_t hash, enum intern_kind kind,

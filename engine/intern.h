@@ -110,6 +110,10 @@ uint32_t intern_find(const struct intern_table *t, enum intern_kind kind,
 uint64_t intern_hash(enum intern_kind kind, const void *bytes, size_t len);
 /* Hints the cache with the index slot a later lookup of hash will probe. */
 void intern_prefetch(const struct intern_table *t, uint64_t hash);
+/* Hints the cache with the entry a later lookup of hash will compare, found
+ * through its index slot: call it after intern_prefetch(hash) has had time
+ * to bring the slot, or it waits for the slot. Changes nothing. */
+void intern_prefetch_entry(const struct intern_table *t, uint64_t hash);
 
 /* References: an id with refs > 0 is never evicted. id must be live. */
 void intern_ref(struct intern_table *t, uint32_t id);

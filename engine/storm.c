@@ -30,6 +30,7 @@
  * area is smaller (stride is sized for at least INL_MIN). */
 #define INL_MAX 16u
 #define INL_MIN 8u
+#define RCPT_PREFETCH 64u    /* recipients hashed and prefetched ahead per tx */
 
 /* One bucket of one key. */
 union storm_bucket {
@@ -85,6 +86,11 @@ struct storm_rule_rt {
 	enum storm_field denom;
 	uint32_t nb;                /* buckets */
 	uint64_t width_ns;
+	/* bucket of the tracker clock, kept so that updates divide once per
+	 * bucket width and not per key (rule_seq) */
+	uint64_t seq, seq_lo;
+	uint32_t seq_slot;
+	uint32_t krank;             /* among the rules with the same `per` (key_hash) */
 	struct storm_queue q;
 };
 
@@ -98,6 +104,7 @@ struct storm_txctx {
 	const struct storm_tx_summary *tx;
 	uint64_t ts, seq_ns;
 	uint32_t id[STORM_F_MAX];
+	uint64_t hash[STORM_F_MAX];     /* intern_hash() of the field, 0: not computed */
 	uint8_t done[STORM_F_MAX];
 	uint32_t n_rcpt;            /* looked at (<= max_rcpt) */
 	bool rcpt_done;
@@ -105,6 +112,8 @@ struct storm_txctx {
 	uint8_t *rcpt_st;
 	uint32_t *cls[4];           /* ids per class: all, accepted, rejected, overquota */
 	uint32_t n_cls[4];
+	uint32_t n_rhash;           /* recipients hashed by tx_prefetch */
+	uint64_t *rcpt_hash;        /* tracker scratch, RCPT_PREFETCH */
 	bool tx_bm_done;
 };
 
@@ -144,6 +153,9 @@ struct storm_tracker {
 	uint32_t *hit_gen;
 	uint32_t gen;
 	uint32_t key_of[STORM_RULES_MAX];  /* storm_observe: each rule's key this tx */
+	uint32_t tx_fields;           /* 1 << field: identities tx_field() may intern */
+	bool tx_rcpt;                 /* some rule reads the recipients */
+	uint64_t *rcpt_hash;          /* RCPT_PREFETCH */
 	roaring_bitmap_t *tx_bm;      /* owned; the tx's recipient set for overlap */
 
 	struct storm_stats st;
@@ -285,23 +297,32 @@ static inline struct storm_key *key_at(const struct storm_tracker *t, uint32_t i
 	return (struct storm_key *)(t->kchunk[idx / KEY_CHUNK] + (size_t)(idx % KEY_CHUNK) * t->stride);
 }
 
-static inline uint64_t key_hash(uint32_t rule, uint32_t key_id)
+/* The index hash of (rule, key_id): home slot in the low bits, tag in the
+ * high 32. Rules keyed by the same field share one hash of (field, key_id)
+ * and take consecutive home slots by their rank among those rules, so the
+ * keys one identity has under several rules sit in one index line (one miss
+ * for all, not one per rule). The tag differs by rank, so a neighbour of
+ * another rule is not mistaken for the key. */
+static inline uint64_t key_hash(const struct storm_tracker *t, uint32_t rule, uint32_t key_id)
 {
-	uint64_t x = ((uint64_t)rule << 32) | key_id;
+	const struct storm_rule_rt *r = &t->rules[rule];
+	uint64_t x = ((uint64_t)r->r.per << 32) | key_id;
 
 	x ^= x >> 33;
 	x *= 0xff51afd7ed558ccdULL;
 	x ^= x >> 33;
 	x *= 0xc4ceb9fe1a85ec53ULL;
 	x ^= x >> 33;
-	return x;
+	/* kmask < 2^32: the home needs no carry out of the low half */
+	return ((uint64_t)((uint32_t)(x >> 32) ^ (r->krank * 0x9e3779b1u)) << 32) |
+	       (uint32_t)((uint32_t)x + r->krank);
 }
 
 /* Slot position of (rule, key_id), or of the empty slot ending its chain. */
 static uint64_t kindex_probe(const struct storm_tracker *t, uint32_t rule, uint32_t key_id,
 			     bool *found)
 {
-	uint64_t h = key_hash(rule, key_id);
+	uint64_t h = key_hash(t, rule, key_id);
 	uint32_t tag = (uint32_t)(h >> 32);
 	uint64_t pos = h & t->kmask;
 
@@ -336,7 +357,7 @@ static void kindex_delete(struct storm_tracker *t, uint64_t hole)
 		if (t->kslots[j].idx == KEY_NONE)
 			break;
 		k = key_at(t, t->kslots[j].idx);
-		home = key_hash(k->rule, k->key_id) & t->kmask;
+		home = key_hash(t, k->rule, k->key_id) & t->kmask;
 		if ((j > hole && (home <= hole || home > j)) || (j < hole && home <= hole && home > j)) {
 			t->kslots[hole] = t->kslots[j];
 			hole = j;
@@ -344,6 +365,28 @@ static void kindex_delete(struct storm_tracker *t, uint64_t hole)
 	}
 	t->kslots[hole].idx = KEY_NONE;
 	t->kslots[hole].tag = 0;
+}
+
+/* Hints the cache with every line of the record at idx (a record spans two
+ * or three lines, and an update reads the header and one bucket). */
+static inline void key_prefetch(const struct storm_tracker *t, uint32_t idx)
+{
+	const uint8_t *p = (const uint8_t *)key_at(t, idx);
+	uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + t->stride;
+
+	for (; a < end; a += 64)
+		__builtin_prefetch((const void *)a, 1);
+}
+
+/* Hints the record of (rule, key_id) if its home index slot holds it
+ * (read: the slot line should be in cache by now). */
+static inline void key_prefetch_slot(const struct storm_tracker *t, uint32_t rule, uint32_t key_id)
+{
+	uint64_t h = key_hash(t, rule, key_id);
+	const struct storm_kslot *s = &t->kslots[h & t->kmask];
+
+	if (s->idx != KEY_NONE && s->tag == (uint32_t)(h >> 32))
+		key_prefetch(t, s->idx);
 }
 
 /* ---- bitmaps with accounting ------------------------------------------ */
@@ -360,14 +403,19 @@ static roaring_bitmap_t *bm_new(struct storm_tracker *t)
 	return bm;
 }
 
-static void bm_free(struct storm_tracker *t, roaring_bitmap_t *bm)
+/* Frees bm whose cardinality n the caller knows (it is counted). */
+static void bm_free_n(struct storm_tracker *t, roaring_bitmap_t *bm, uint64_t n)
 {
-	if (!bm)
-		return;
 	t->bm_containers -= (uint64_t)bm->high_low_container.size;
-	t->bm_members -= roaring_bitmap_get_cardinality(bm);
+	t->bm_members -= n;
 	t->bm_count--;
 	roaring_bitmap_free(bm);
+}
+
+static void bm_free(struct storm_tracker *t, roaring_bitmap_t *bm)
+{
+	if (bm)
+		bm_free_n(t, bm, roaring_bitmap_get_cardinality(bm));
 }
 
 static inline bool bm_add(struct storm_tracker *t, roaring_bitmap_t *bm, uint32_t v)
@@ -589,7 +637,7 @@ static void key_clear_window(struct storm_tracker *t, const struct storm_rule_rt
 		if (k->uni) {
 			roaring_iterate(k->uni, unref_cb, t->intern);
 			t->st.pairs -= k->num;
-			bm_free(t, k->uni);
+			bm_free_n(t, k->uni, k->num);   /* num is the union's cardinality */
 			k->uni = NULL;
 		}
 	} else {
@@ -651,9 +699,9 @@ static void bucket_expire(struct storm_tracker *t, const struct storm_rule_rt *r
 		k->num -= n;
 		t->st.pairs -= n;
 		roaring_iterate(e, unref_cb, t->intern);
-		bm_free(t, e);
+		bm_free_n(t, e, n);
 		if (k->num == 0) {
-			bm_free(t, k->uni);
+			bm_free_n(t, k->uni, 0);   /* the union held exactly the window */
 			k->uni = NULL;
 		}
 	} else {
@@ -679,8 +727,13 @@ static void key_rotate(struct storm_tracker *t, const struct storm_rule_rt *r,
 	if (steps >= r->nb) {
 		key_clear_window(t, r, k);
 	} else {
-		for (uint64_t i = 1; i <= steps; i++)
-			bucket_expire(t, r, k, (uint32_t)((k->head + i) % r->nb));
+		uint32_t s = (uint32_t)((k->head + 1) % r->nb);
+
+		for (uint64_t i = 1; i <= steps; i++) {
+			bucket_expire(t, r, k, s);
+			if (++s == r->nb)
+				s = 0;
+		}
 	}
 	k->head = seq;
 }
@@ -690,15 +743,33 @@ static inline uint64_t seq_of(const struct storm_rule_rt *r, uint64_t ns)
 	return ns / r->width_ns;
 }
 
+/* seq_of(r, now) and its ring slot. The clock moves in small steps, so the
+ * two divisions are done once per bucket width, not once per key update;
+ * the cache starts as bucket 0, [0, width). */
+static inline uint64_t rule_seq(struct storm_rule_rt *r, uint64_t now, uint32_t *slot)
+{
+	if (now - r->seq_lo >= r->width_ns) {   /* unsigned: also when now < seq_lo */
+		r->seq = now / r->width_ns;
+		r->seq_lo = r->seq * r->width_ns;
+		r->seq_slot = (uint32_t)(r->seq % r->nb);
+	}
+	if (slot)
+		*slot = r->seq_slot;
+	return r->seq;
+}
+
 /* ---- key life ---------------------------------------------------------- */
 
-static void key_release(struct storm_tracker *t, uint32_t idx)
+/* Frees the key at idx; pos is its index slot when the caller knows it
+ * (UINT64_MAX: probe for it). */
+static void key_release_at(struct storm_tracker *t, uint32_t idx, uint64_t pos)
 {
 	struct storm_key *k = key_at(t, idx);
 	const struct storm_rule_rt *r = &t->rules[k->rule];
-	bool found;
-	uint64_t pos = kindex_probe(t, k->rule, k->key_id, &found);
+	bool found = true;
 
+	if (pos == UINT64_MAX)
+		pos = kindex_probe(t, k->rule, k->key_id, &found);
 	if (found)
 		kindex_delete(t, pos);
 	key_clear_window(t, r, k);
@@ -712,6 +783,11 @@ static void key_release(struct storm_tracker *t, uint32_t idx)
 	k->next_free = t->kfree;
 	t->kfree = idx;
 	t->st.keys--;
+}
+
+static void key_release(struct storm_tracker *t, uint32_t idx)
+{
+	key_release_at(t, idx, UINT64_MAX);
 }
 
 static inline uint64_t rng_next(struct storm_tracker *t)
@@ -772,7 +848,7 @@ static bool over_cap(const struct storm_tracker *t)
 
 static uint32_t key_create(struct storm_tracker *t, uint32_t ri, uint32_t key_id, uint64_t pos)
 {
-	const struct storm_rule_rt *r = &t->rules[ri];
+	struct storm_rule_rt *r = &t->rules[ri];
 	struct storm_key *k;
 	uint32_t idx;
 	bool found;
@@ -803,6 +879,9 @@ static uint32_t key_create(struct storm_tracker *t, uint32_t ri, uint32_t key_id
 	if (t->kfree != KEY_NONE) {
 		idx = t->kfree;
 		t->kfree = key_at(t, idx)->next_free;
+		/* the next free record is a random line: have it when needed */
+		if (t->kfree != KEY_NONE)
+			__builtin_prefetch(key_at(t, t->kfree), 1);
 	} else {
 		if (t->n_kalloc / KEY_CHUNK >= t->n_kchunks) {
 			uint8_t *c = mem_alloc(MEM_STORM, (size_t)KEY_CHUNK * t->stride);
@@ -821,11 +900,11 @@ static uint32_t key_create(struct storm_tracker *t, uint32_t ri, uint32_t key_id
 	k->rule = (uint16_t)ri;
 	k->last_client = INTERN_ID_NONE;
 	k->queued = UINT64_MAX;
-	k->head = seq_of(r, t->now);
+	k->head = rule_seq(r, t->now, NULL);
 	k->first_ns = k->last_ns = t->now;
 	intern_ref(t->intern, key_id);
 	t->kslots[pos].idx = idx;
-	t->kslots[pos].tag = (uint32_t)(key_hash(ri, key_id) >> 32);
+	t->kslots[pos].tag = (uint32_t)(key_hash(t, ri, key_id) >> 32);
 	t->st.keys++;
 	return idx;
 }
@@ -906,11 +985,6 @@ static uint32_t intern_lower_h(struct storm_tracker *t, enum intern_kind kind, c
 	return id;
 }
 
-static uint32_t intern_lower(struct storm_tracker *t, enum intern_kind kind, const char *s)
-{
-	return intern_lower_h(t, kind, s, 0);
-}
-
 /* The intern_hash() of a lowercased string, or 0 when it is empty or too
  * long (the look-up then says so itself). */
 static uint64_t lower_hash(enum intern_kind kind, const char *s)
@@ -926,26 +1000,24 @@ static uint64_t lower_hash(enum intern_kind kind, const char *s)
 	return intern_hash(kind, buf, n);
 }
 
-#define RCPT_PREFETCH 64u
-
-static uint32_t intern_ip(struct storm_tracker *t, const struct storm_tx_summary *tx, bool net)
+/* The bytes and kind client_ip or client_net is interned as; 0 when the
+ * transaction has no client address. */
+static size_t ip_key(const struct storm_tracker *t, const struct storm_tx_summary *tx, bool net,
+		     uint8_t b[17], enum intern_kind *kind)
 {
-	uint8_t b[17];
 	size_t n;
-	enum intern_kind kind;
 	unsigned prefix;
-	uint32_t id;
 
 	if (tx->client_ip_version == 4) {
 		n = 4;
-		kind = net ? INTERN_NET4 : INTERN_IP4;
+		*kind = net ? INTERN_NET4 : INTERN_IP4;
 		prefix = t->cfg.net4_prefix;
 	} else if (tx->client_ip_version == 6) {
 		n = 16;
-		kind = net ? INTERN_NET6 : INTERN_IP6;
+		*kind = net ? INTERN_NET6 : INTERN_IP6;
 		prefix = t->cfg.net6_prefix;
 	} else {
-		return INTERN_ID_NONE;
+		return 0;
 	}
 	memcpy(b, tx->client_ip, n);
 	if (net) {
@@ -957,7 +1029,23 @@ static uint32_t intern_ip(struct storm_tracker *t, const struct storm_tx_summary
 		}
 		b[n++] = (uint8_t)prefix;
 	}
-	id = intern_get(t->intern, kind, b, n, t->now);
+	return n;
+}
+
+/* hash: as intern_lower_h(). */
+static uint32_t intern_ip(struct storm_tracker *t, const struct storm_tx_summary *tx, bool net,
+			  uint64_t hash)
+{
+	uint8_t b[17];
+	enum intern_kind kind;
+	size_t n = ip_key(t, tx, net, b, &kind);
+	uint32_t id;
+
+	if (!n)
+		return INTERN_ID_NONE;
+	if (!hash)
+		hash = intern_hash(kind, b, n);
+	id = intern_get_hashed(t->intern, hash, kind, b, n, t->now);
 	if (id == INTERN_ID_NONE)
 		t->st.intern_full++;
 	return id;
@@ -979,36 +1067,43 @@ static uint32_t tx_field(struct storm_tracker *t, struct storm_txctx *c, enum st
 {
 	const struct storm_tx_summary *tx = c->tx;
 	uint32_t id = INTERN_ID_NONE;
+	uint64_t h;
 
 	if (c->done[f])
 		return c->id[f];
+	h = c->hash[f];
 	switch (f) {
 	case STORM_F_CLIENT_IP:
-		id = intern_ip(t, tx, false);
+		id = intern_ip(t, tx, false, h);
 		break;
 	case STORM_F_CLIENT_NET:
-		id = intern_ip(t, tx, true);
+		id = intern_ip(t, tx, true, h);
 		break;
 	case STORM_F_MAIL_FROM:
-		id = intern_lower(t, INTERN_ADDR, tx->mail_from);
+		id = intern_lower_h(t, INTERN_ADDR, tx->mail_from, h);
 		break;
 	case STORM_F_MAIL_FROM_DOMAIN:
-		id = intern_lower(t, INTERN_DOMAIN, sender_domain(tx));
+		id = intern_lower_h(t, INTERN_DOMAIN, sender_domain(tx), h);
 		break;
 	case STORM_F_HELO:
-		id = intern_lower(t, INTERN_HELO, tx->helo);
+		id = intern_lower_h(t, INTERN_HELO, tx->helo, h);
 		break;
 	case STORM_F_MESSAGE_ID:
 		if (tx->message_id && tx->message_id[0]) {
-			id = intern_get(t->intern, INTERN_MSGID, tx->message_id,
-					strlen(tx->message_id), t->now);
+			size_t len = strlen(tx->message_id);
+
+			id = intern_get_hashed(t->intern, h ? h : intern_hash(INTERN_MSGID,
+					       tx->message_id, len), INTERN_MSGID,
+					       tx->message_id, len, t->now);
 			if (id == INTERN_ID_NONE)
 				t->st.intern_full++;
 		}
 		break;
 	case STORM_F_BODY_HASH:
 		if (tx->body_hash) {
-			id = intern_get(t->intern, INTERN_BODY, &tx->body_hash, 8, t->now);
+			id = intern_get_hashed(t->intern, h ? h : intern_hash(INTERN_BODY,
+					       &tx->body_hash, 8), INTERN_BODY,
+					       &tx->body_hash, 8, t->now);
 			if (id == INTERN_ID_NONE)
 				t->st.intern_full++;
 		}
@@ -1034,19 +1129,11 @@ static void tx_rcpts(struct storm_tracker *t, struct storm_txctx *c)
 		t->st.rcpt_truncated += n - t->cfg.max_rcpt;
 		n = t->cfg.max_rcpt;
 	}
-	/* Hash the first recipients and prefetch their index slots, so their
-	 * look-ups below (same order as without) overlap their misses. */
-	uint64_t hash[RCPT_PREFETCH];
-	uint32_t n_pf = n < RCPT_PREFETCH ? n : RCPT_PREFETCH;
-
-	for (uint32_t i = 0; i < n_pf; i++) {
-		hash[i] = lower_hash(INTERN_ADDR, tx->rcpts ? tx->rcpts[i] : NULL);
-		if (hash[i])
-			intern_prefetch(t->intern, hash[i]);
-	}
+	/* The first RCPT_PREFETCH were hashed and their slots and entries
+	 * prefetched by tx_prefetch(). */
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t id = intern_lower_h(t, INTERN_ADDR, tx->rcpts ? tx->rcpts[i] : NULL,
-					     i < n_pf ? hash[i] : 0);
+					     i < c->n_rhash ? c->rcpt_hash[i] : 0);
 		uint8_t st = tx->rcpt_status ? tx->rcpt_status[i] : STORM_RCPT_NO_REPLY;
 
 		if (id == INTERN_ID_NONE)
@@ -1058,6 +1145,74 @@ static void tx_rcpts(struct storm_tracker *t, struct storm_txctx *c)
 			if (status_in_class(st, cls))
 				c->cls[cls][c->n_cls[cls]++] = id;
 	}
+}
+
+/* Hashes the identities the rules may intern (all of them, though a rule
+ * may not get to it: a hint costs less than a miss) and prefetches their
+ * intern index slots, then their entries, so that the look-ups, done later
+ * in the order the rules ask for them, find them in cache. Changes nothing
+ * but the cache. */
+static void tx_prefetch(struct storm_tracker *t, struct storm_txctx *c)
+{
+	const struct storm_tx_summary *tx = c->tx;
+	uint32_t n = 0;
+
+	for (int f = STORM_F_CLIENT_IP; f <= STORM_F_BODY_HASH; f++) {
+		uint64_t h = 0;
+		uint8_t b[17];
+		enum intern_kind kind;
+		size_t len;
+
+		if (!(t->tx_fields & (1u << f)))
+			continue;
+		switch (f) {
+		case STORM_F_CLIENT_IP:
+		case STORM_F_CLIENT_NET:
+			len = ip_key(t, tx, f == STORM_F_CLIENT_NET, b, &kind);
+			if (len)
+				h = intern_hash(kind, b, len);
+			break;
+		case STORM_F_MAIL_FROM:
+			h = lower_hash(INTERN_ADDR, tx->mail_from);
+			break;
+		case STORM_F_MAIL_FROM_DOMAIN:
+			h = lower_hash(INTERN_DOMAIN, sender_domain(tx));
+			break;
+		case STORM_F_HELO:
+			h = lower_hash(INTERN_HELO, tx->helo);
+			break;
+		case STORM_F_MESSAGE_ID:
+			if (tx->message_id && tx->message_id[0])
+				h = intern_hash(INTERN_MSGID, tx->message_id, strlen(tx->message_id));
+			break;
+		case STORM_F_BODY_HASH:
+			if (tx->body_hash)
+				h = intern_hash(INTERN_BODY, &tx->body_hash, 8);
+			break;
+		default:
+			break;
+		}
+		c->hash[f] = h;
+		if (h)
+			intern_prefetch(t->intern, h);
+	}
+	if (t->tx_rcpt && tx->rcpts) {
+		n = tx->n_rcpt < t->cfg.max_rcpt ? tx->n_rcpt : t->cfg.max_rcpt;
+		if (n > RCPT_PREFETCH)
+			n = RCPT_PREFETCH;
+		for (uint32_t i = 0; i < n; i++) {
+			c->rcpt_hash[i] = lower_hash(INTERN_ADDR, tx->rcpts[i]);
+			if (c->rcpt_hash[i])
+				intern_prefetch(t->intern, c->rcpt_hash[i]);
+		}
+	}
+	c->n_rhash = n;
+	for (int f = STORM_F_CLIENT_IP; f <= STORM_F_BODY_HASH; f++)
+		if (c->hash[f])
+			intern_prefetch_entry(t->intern, c->hash[f]);
+	for (uint32_t i = 0; i < n; i++)
+		if (c->rcpt_hash[i])
+			intern_prefetch_entry(t->intern, c->rcpt_hash[i]);
 }
 
 /* How many `f` this transaction brings, seen from one key: for a per-rcpt
@@ -1145,11 +1300,14 @@ static void hit_add(struct storm_tracker *t, struct storm_hits *out, uint32_t ri
 static void key_unbucket(struct storm_tracker *t, const struct storm_rule_rt *r,
 			 struct storm_key *k, uint32_t head_slot, uint32_t v)
 {
+	uint32_t s = head_slot;
+
 	for (uint32_t j = 1; j < r->nb; j++) {
-		uint32_t s = (head_slot + r->nb - j) % r->nb;
-		roaring_bitmap_t *b = k->b[s].bm;
+		roaring_bitmap_t *b;
 		int32_t c0;
 
+		s = s ? s - 1 : r->nb - 1;
+		b = k->b[s].bm;
 		if (!b)
 			continue;
 		c0 = b->high_low_container.size;
@@ -1273,8 +1431,8 @@ static void rule_apply(struct storm_tracker *t, struct storm_txctx *c, uint32_t 
 		       uint32_t key_id, int64_t rcpt_i, struct storm_hits *out)
 {
 	struct storm_rule_rt *r = &t->rules[ri];
-	uint64_t seq = seq_of(r, t->now);
-	uint32_t slot = (uint32_t)(seq % r->nb);
+	uint32_t slot;
+	uint64_t seq = rule_seq(r, t->now, &slot);
 	uint32_t n_num = 0, n_den = 0, n_mem = 0;
 	const uint32_t *mem = NULL;
 	struct storm_key *k;
@@ -1376,7 +1534,7 @@ static void rule_apply(struct storm_tracker *t, struct storm_txctx *c, uint32_t 
 	if (k->flags & KEY_F_OVER)
 		hit_add(t, out, ri, k, crossed);
 	else if (!k->num && !k->den)
-		key_release(t, idx);
+		key_release_at(t, idx, found ? pos : UINT64_MAX);   /* no eviction moved it */
 }
 
 void storm_observe(struct storm_tracker *t, const struct storm_tx_summary *tx,
@@ -1403,35 +1561,37 @@ void storm_observe(struct storm_tracker *t, const struct storm_tx_summary *tx,
 	c.tx = tx;
 	c.rcpt_id = t->rcpt_id;
 	c.rcpt_st = t->rcpt_st;
+	c.rcpt_hash = t->rcpt_hash;
 	for (int i = 0; i < 4; i++)
 		c.cls[i] = t->cls_buf + (size_t)i * t->cfg.max_rcpt;
 
-	/* Every rule's key is a random place in a big table: look them all
-	 * up first (the identities, then the index slots, then the key
-	 * records, each pass only prefetching for the next), so the misses of
-	 * one transaction overlap instead of queueing one behind the other. */
+	/* Every identity and every rule's key is a random place in a big
+	 * table: look them all up first (the identities' index slots and
+	 * entries, then the key index slots, then the key records, each pass
+	 * only prefetching for the next), so the misses of one transaction
+	 * overlap instead of queueing one behind the other. */
+	tx_prefetch(t, &c);
 	for (uint32_t ri = 0; ri < t->n_rules; ri++) {
 		const struct storm_rule_rt *r = &t->rules[ri];
 
 		if (r->r.per == STORM_F_RCPT) {
 			tx_rcpts(t, &c);
 			for (uint32_t i = 0; i < c.n_rcpt && i < RCPT_PREFETCH; i++)
-				__builtin_prefetch(&t->kslots[key_hash(ri, c.rcpt_id[i]) & t->kmask]);
+				__builtin_prefetch(&t->kslots[key_hash(t, ri, c.rcpt_id[i]) & t->kmask]);
 			t->key_of[ri] = INTERN_ID_NONE;
 		} else {
 			t->key_of[ri] = tx_field(t, &c, r->r.per);
 			if (t->key_of[ri] != INTERN_ID_NONE)
-				__builtin_prefetch(&t->kslots[key_hash(ri, t->key_of[ri]) & t->kmask]);
+				__builtin_prefetch(&t->kslots[key_hash(t, ri, t->key_of[ri]) & t->kmask]);
 		}
 	}
 	for (uint32_t ri = 0; ri < t->n_rules; ri++) {
-		uint32_t idx;
-
-		if (t->key_of[ri] == INTERN_ID_NONE)
-			continue;
-		idx = t->kslots[key_hash(ri, t->key_of[ri]) & t->kmask].idx;
-		if (idx != KEY_NONE)
-			__builtin_prefetch(key_at(t, idx), 1);
+		if (t->rules[ri].r.per == STORM_F_RCPT) {
+			for (uint32_t i = 0; i < c.n_rcpt && i < RCPT_PREFETCH; i++)
+				key_prefetch_slot(t, ri, c.rcpt_id[i]);
+		} else if (t->key_of[ri] != INTERN_ID_NONE) {
+			key_prefetch_slot(t, ri, t->key_of[ri]);
+		}
 	}
 	for (uint32_t ri = 0; ri < t->n_rules; ri++) {
 		const struct storm_rule_rt *r = &t->rules[ri];
@@ -1447,6 +1607,43 @@ void storm_observe(struct storm_tracker *t, const struct storm_tx_summary *tx,
 
 /* ---- housekeeping ------------------------------------------------------ */
 
+/* Hints the cache with what expiring queue entry e will touch: the intern
+ * entries of the members leaving (inline keys; their records hold them) and,
+ * when the bucket leaving is all the key holds, so that the key will be
+ * freed, its identity's intern entry and its index slot. A stale entry
+ * only costs a useless hint. */
+static void adv_prefetch(const struct storm_tracker *t, const struct storm_rule_rt *r,
+			 uint32_t ri, struct storm_qent e)
+{
+	const struct storm_key *k = key_at(t, e.key);
+	uint32_t s = e.seq % r->nb;
+	bool empties;
+
+	if (k->key_id == KEY_NONE || k->rule != ri)
+		return;
+	if (!key_is_bitmap(r)) {
+		empties = k->b[s].c.num == k->num && k->b[s].c.den == k->den;
+	} else if (!k->uni) {
+		const uint32_t *ids = inl_ids_c(k);
+		const uint8_t *sl = inl_slots_c(t, k);
+		uint64_t n = 0;
+
+		for (uint64_t i = 0; i < k->num; i++) {
+			if (sl[i] == s) {
+				intern_prefetch_id(t->intern, ids[i]);
+				n++;
+			}
+		}
+		empties = n == k->num;
+	} else {
+		return;
+	}
+	if (empties) {
+		intern_prefetch_id(t->intern, k->key_id);
+		__builtin_prefetch(&t->kslots[key_hash(t, ri, k->key_id) & t->kmask]);
+	}
+}
+
 unsigned storm_advance(struct storm_tracker *t, uint64_t now_ns, unsigned max_work)
 {
 	unsigned work = 0;
@@ -1459,33 +1656,32 @@ unsigned storm_advance(struct storm_tracker *t, uint64_t now_ns, unsigned max_wo
 		uint32_t ri = (t->adv_rule + n) % t->n_rules;
 		struct storm_rule_rt *r = &t->rules[ri];
 		struct storm_queue *q = &r->q;
-		uint64_t now_seq = seq_of(r, t->now);
+		uint64_t now_seq = rule_seq(r, t->now, NULL);
+		unsigned here = 0;
 
 		while (q->n && work < max_work) {
 			struct storm_qent e = q->e[q->head];
 			struct storm_key *k;
-
-			/* The entries are known ahead and their keys are
-			 * scattered: fetch the key 8 entries on while this one
-			 * is worked on (only a hint; a stale entry is harmless). */
-			if (q->n > 8)
-				__builtin_prefetch(key_at(t, q->e[(q->head + 8) & (q->cap - 1)].key), 1);
-			/* and, 4 on, the intern entry of that key's identity
-			 * (its record is in cache by now): freeing the key
-			 * unrefs it */
-			if (q->n > 4) {
-				const struct storm_key *k4 =
-					key_at(t, q->e[(q->head + 4) & (q->cap - 1)].key);
-
-				if (k4->key_id != KEY_NONE)
-					intern_prefetch_id(t->intern, k4->key_id);
-			}
 
 			/* Due when its bucket left the window; the distance is
 			 * taken modulo 2^32 (see storm_qent). */
 			if ((uint32_t)((uint32_t)now_seq - e.seq) < r->nb ||
 			    (int32_t)((uint32_t)now_seq - e.seq) < 0)
 				break;
+			/* The entries are known ahead and their keys are
+			 * scattered: fetch the records up to 8 entries on while
+			 * this one is worked on (only hints; a stale entry is
+			 * harmless), and 4 on, once that record had time to
+			 * come, what its expiry will touch (adv_prefetch). */
+			if (here == 0) {
+				for (uint32_t j = 1; j <= 8 && j < q->n; j++)
+					key_prefetch(t, q->e[(q->head + j) & (q->cap - 1)].key);
+			} else if (q->n > 8) {
+				key_prefetch(t, q->e[(q->head + 8) & (q->cap - 1)].key);
+			}
+			if (here >= 4 && q->n > 4)
+				adv_prefetch(t, r, ri, q->e[(q->head + 4) & (q->cap - 1)]);
+			here++;
 			q->head = (q->head + 1) & (q->cap - 1);
 			q->n--;
 			t->queue_used--;
@@ -1564,6 +1760,21 @@ struct storm_tracker *storm_new(const struct storm_config *cfg,
 		r->r.buckets = r->nb;
 		r->width_ns = r->r.window_ns / r->nb;
 		r->denom = default_denom(&rules[i]);
+		for (size_t j = 0; j < i; j++)
+			r->krank += rules[j].per == rules[i].per;
+		/* what tx_field() and tx_rcpts() may be asked for (tx_prefetch) */
+		{
+			enum storm_field fs[3] = { r->r.per, r->r.what, r->denom };
+
+			for (int j = 0; j < 3; j++) {
+				if (field_is_rcpt_class(fs[j]))
+					t->tx_rcpt = true;
+				else if (field_is_identity(fs[j]))
+					t->tx_fields |= 1u << fs[j];
+			}
+			if (r->r.kind == STORM_OVERLAP)
+				t->tx_fields |= 1u << STORM_F_CLIENT_IP;
+		}
 	}
 
 	icfg = (struct intern_config){ .max_ids = t->cfg.max_ids,
@@ -1603,7 +1814,9 @@ struct storm_tracker *storm_new(const struct storm_config *cfg,
 	t->cls_buf = mem_alloc(MEM_STORM, 4 * (size_t)t->cfg.max_rcpt * sizeof(*t->cls_buf));
 	t->hit_of_rule = mem_calloc(MEM_STORM, n_rules ? n_rules : 1, sizeof(*t->hit_of_rule));
 	t->hit_gen = mem_calloc(MEM_STORM, n_rules ? n_rules : 1, sizeof(*t->hit_gen));
-	if (!t->rcpt_id || !t->rcpt_st || !t->cls_buf || !t->hit_of_rule || !t->hit_gen)
+	t->rcpt_hash = mem_alloc(MEM_STORM, RCPT_PREFETCH * sizeof(*t->rcpt_hash));
+	if (!t->rcpt_id || !t->rcpt_st || !t->cls_buf || !t->hit_of_rule || !t->hit_gen ||
+	    !t->rcpt_hash)
 		goto fail_scratch;
 	t->tx_bm = roaring_bitmap_create();
 	if (!t->tx_bm)
@@ -1611,6 +1824,7 @@ struct storm_tracker *storm_new(const struct storm_config *cfg,
 	return t;
 
 fail_scratch:
+	mem_free(MEM_STORM, t->rcpt_hash);
 	mem_free(MEM_STORM, t->hit_gen);
 	mem_free(MEM_STORM, t->hit_of_rule);
 	mem_free(MEM_STORM, t->cls_buf);
@@ -1649,6 +1863,7 @@ void storm_free(struct storm_tracker *t)
 	for (uint32_t ri = 0; ri < t->n_rules; ri++)
 		mem_free(MEM_STORM, t->rules[ri].q.e);
 	roaring_bitmap_free(t->tx_bm);
+	mem_free(MEM_STORM, t->rcpt_hash);
 	mem_free(MEM_STORM, t->hit_gen);
 	mem_free(MEM_STORM, t->hit_of_rule);
 	mem_free(MEM_STORM, t->cls_buf);

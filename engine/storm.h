@@ -25,6 +25,11 @@
  *     looking at the other buckets. The window distinct count is a counter
  *     beside the union. No path ORs every bucket (storm_validate does, as
  *     the naive recount).
+ * Key states are found through one open-addressing index over (rule, key
+ * id); the keys one identity has under the rules keyed by the same field
+ * take consecutive slots, so one index line serves all of them. A
+ * transaction's identities, index slots and key records are looked up in
+ * passes that each prefetch for the next, so their misses overlap.
  * Rotation is lazy per key (on observe) and driven by storm_advance(): every
  * (key, bucket) that received data is queued per rule in time order, and
  * advance pops the queue entries whose bucket has left the window, rotates
