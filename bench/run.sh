@@ -449,6 +449,11 @@ if [ -n "$replay" ]; then
     "$engine" --pcap "$pcap_smtp" --replay "$replay_passes" --stage-times \
       --summary-json "$res/replay-parse.json" >/dev/null 2>"$res/replay-parse.err" ||
       log "replay (parsing) failed: $(tail -1 "$res/replay-parse.err")"
+    log "replay from memory: engine --no-rules --replay $replay_passes --stage-times on the SMTP capture"
+    "$engine" --pcap "$pcap_smtp" --no-rules --replay "$replay_passes" --stage-times \
+      --summary-json "$res/replay-parse-norules.json" >/dev/null \
+      2>"$res/replay-parse-norules.err" ||
+      log "replay (parsing, no rules) failed: $(tail -1 "$res/replay-parse-norules.err")"
     log "file: engine --stage-times on the SMTP capture"
     "$engine" --pcap "$pcap_smtp" --stage-times \
       --summary-json "$res/file-parse.json" >/dev/null 2>"$res/file-parse.err" ||
