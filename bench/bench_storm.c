@@ -34,9 +34,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "bw-config.h"
 #include "intern.h"
 #include "mem.h"
 #include "storm.h"
+
+#if BW_HAVE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 
 #define SEC 1000000000ull
 #define WINDOW (600 * SEC)
@@ -59,11 +64,24 @@ static uint64_t wall_ns(void)
 	return (uint64_t)ts.tv_sec * SEC + (uint64_t)ts.tv_nsec;
 }
 
+/* Bytes the allocator has handed out: jemalloc's stats.allocated (after an
+ * epoch refresh) when it is the allocator (mallinfo2 does not see it),
+ * else glibc's mallinfo2. */
 static uint64_t heap_bytes(void)
 {
-	struct mallinfo2 mi = mallinfo2();
+#if BW_HAVE_JEMALLOC
+	uint64_t epoch = 1;
+	size_t allocated = 0, len = sizeof(allocated), elen = sizeof(epoch);
 
-	return mi.uordblks + mi.hblkhd;
+	if (mallctl("epoch", &epoch, &elen, &epoch, elen) == 0 &&
+	    mallctl("stats.allocated", &allocated, &len, NULL, 0) == 0)
+		return allocated;
+#endif
+	{
+		struct mallinfo2 mi = mallinfo2();
+
+		return mi.uordblks + mi.hblkhd;
+	}
 }
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -637,13 +655,24 @@ static void run(uint64_t ids, bool skewed, uint64_t batch, unsigned reps)
 		/* BENCH_STORM_RULES=i,j,...: a subset, to see what each rule costs. */
 		const char *e = getenv("BENCH_STORM_RULES");
 
-		for (size_t i = 0; i < N_RULES; i++) {
-			char tok[8];
+		bool want[N_RULES];
 
-			snprintf(tok, sizeof(tok), "%zu", i);
-			if (!e || strstr(e, tok))
-				sel[n_sel++] = rules[i];
+		memset(want, !e, sizeof(want));
+		for (const char *q = e; q && *q;) {
+			char *end;
+			unsigned long k = strtoul(q, &end, 10);
+
+			if (end == q || k >= N_RULES || (*end && *end != ',')) {
+				fprintf(stderr, "BENCH_STORM_RULES: want rule numbers 0-%d "
+					"separated by commas\n", (int)N_RULES - 1);
+				exit(2);
+			}
+			want[k] = true;
+			q = *end ? end + 1 : end;
 		}
+		for (size_t i = 0; i < N_RULES; i++)
+			if (want[i])
+				sel[n_sel++] = rules[i];
 		t = storm_new(&cfg, sel, n_sel);
 	}
 	if (!t) {
@@ -770,7 +799,7 @@ int main(int argc, char **argv)
 	       "CPU time (min/median/max of %u batches; wall_md: wall-clock median)\n", reps);
 	printf("# ns/expd: window rotation, ns per expired (key, bucket) queue entry when the "
 	       "clock jumps past the window; left: keys left after the drain\n");
-	printf("# B/key: tracker estimate and allocator (mallinfo2) heap per key state; "
+	printf("# B/key: tracker estimate and allocator (jemalloc stats.allocated) heap per key state; "
 	       "MiB: tracker bytes after the batches and after warm-up\n");
 	printf("# ceiling: no tracking, only the random lines any tracker must touch per message "
 	       "(lines) in tables sized like the tracker's, over its last batch; ceil_ns in order, "
