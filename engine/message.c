@@ -763,8 +763,14 @@ static void text_drop(void *ctx, const uint8_t *p, size_t n)
 static void leaf_decoded(struct message *m, const uint8_t *p, size_t n)
 {
 	m->parts[m->leaf].decoded_size += n;
-	if (m->leaf_mode == LEAF_TEXT || m->leaf_mode == LEAF_HTML)
-		mime_conv_feed(&m->conv, p, n, m->no_text ? text_drop : text_out, m);
+	if (m->leaf_mode != LEAF_TEXT && m->leaf_mode != LEAF_HTML)
+		return;
+	if (!m->no_text)
+		mime_conv_feed(&m->conv, p, n, text_out, m);
+	else if (m->conv.cs == MIME_CS_ICONV)
+		/* only iconv can find bytes invalid in their charset (the
+		 * UTF-8 pass-through and the latin-1/cp1252 tables cannot) */
+		mime_conv_feed(&m->conv, p, n, text_drop, m);
 }
 
 /* Lines up to this long are handed on together with the newline pending
