@@ -28,7 +28,7 @@ _Static_assert(sizeof(struct intern_entry) == 64, "one cache line per id");
 
 struct intern_slot {
 	uint32_t id;         /* INTERN_ID_NONE: empty */
-	uint32_t tag;        /* hash >> 32 */
+	uint32_t tag;        /* tag_of(hash): the home and more hash bits */
 };
 
 struct intern_table {
@@ -108,6 +108,16 @@ static inline uint64_t home_of(const struct intern_table *t, uint64_t hash)
 	return hash & t->mask;
 }
 
+/* A slot's tag: the home itself in the bits of mask (mask < 2^32, as max_ids
+ * <= 2^31), the high hash bits above. A slot so tells its home without its
+ * entry, and the backward shift of a deletion reads the index only, not one
+ * random entry per slot it passes. Entries are compared only when the tags
+ * match, that is when they share a home and the other bits. */
+static inline uint32_t tag_of(const struct intern_table *t, uint64_t hash)
+{
+	return ((uint32_t)(hash >> 32) & ~(uint32_t)t->mask) | (uint32_t)(hash & t->mask);
+}
+
 static inline const uint8_t *entry_bytes(const struct intern_entry *e)
 {
 	return (e->flags & INTERN_F_HEAP) ? e->b.heap : e->b.inl;
@@ -125,7 +135,7 @@ static inline bool entry_is(const struct intern_entry *e, uint64_t hash,
 static uint64_t probe(const struct intern_table *t, uint64_t hash, enum intern_kind kind,
 		      const void *bytes, size_t len, bool *found)
 {
-	uint32_t tag = (uint32_t)(hash >> 32);
+	uint32_t tag = tag_of(t, hash);
 	uint64_t pos = home_of(t, hash);
 
 	for (;;) {
@@ -164,7 +174,7 @@ static void index_delete(struct intern_table *t, uint64_t hole)
 		j = (j + 1) & t->mask;
 		if (t->slots[j].id == INTERN_ID_NONE)
 			break;
-		k = home_of(t, entry(t, t->slots[j].id)->hash);
+		k = t->slots[j].tag & t->mask;
 		/* The element at j may move to hole only if its home is not
 		 * cyclically within (hole, j]. */
 		if ((j > hole && (k <= hole || k > j)) || (j < hole && k <= hole && k > j)) {
@@ -348,7 +358,7 @@ void intern_prefetch(const struct intern_table *t, uint64_t hash)
  * and this is a hint, so a long chain just goes unhinted. */
 void intern_prefetch_entry(const struct intern_table *t, uint64_t hash)
 {
-	uint32_t tag = (uint32_t)(hash >> 32);
+	uint32_t tag = tag_of(t, hash);
 	uint64_t pos = home_of(t, hash);
 
 	for (unsigned n = 0; n < 4; n++) {
@@ -416,7 +426,7 @@ uint32_t intern_get_hashed(struct intern_table *t, uint64_t hash, enum intern_ki
 	while (t->slots[pos].id != INTERN_ID_NONE)
 		pos = (pos + 1) & t->mask;
 	t->slots[pos].id = id;
-	t->slots[pos].tag = (uint32_t)(hash >> 32);
+	t->slots[pos].tag = tag_of(t, hash);
 	t->st.ids++;
 	t->st.inserts++;
 	return id;
@@ -552,7 +562,7 @@ int intern_validate(const struct intern_table *t)
 		in_index++;
 		if (!intern_live(t, s->id))
 			FAIL("slot %llu holds free id %u", (unsigned long long)pos, s->id);
-		if (s->tag != (uint32_t)(entry(t, s->id)->hash >> 32))
+		if (s->tag != tag_of(t, entry(t, s->id)->hash))
 			FAIL("slot %llu: tag mismatch", (unsigned long long)pos);
 		/* No hole between the home and the position. */
 		for (p = home_of(t, entry(t, s->id)->hash); p != pos; p = (p + 1) & t->mask)

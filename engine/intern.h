@@ -7,8 +7,9 @@
  * construction for max_ids, chunks are allocated as the table fills. An entry
  * keeps the full 64-bit hash, the kind, the length and the bytes: inline up to
  * INTERN_INLINE bytes, on the heap (MEM_STORM) beyond. Lookup goes through an
- * open-addressing index (linear probing, 8-byte slots holding the id and
- * 32 bits of the hash, backward-shift deletion so there are no tombstones).
+ * open-addressing index (linear probing, 8-byte slots holding the id and a
+ * 32-bit tag: the slot's home and high hash bits, so that backward-shift
+ * deletion, with no tombstones, reads no entry to place a slot).
  * The index is sized at construction for max_ids at load <= 1/2 and never
  * rehashes, so no call does unbounded work. Equality is exact (kind, length
  * and bytes compared), never by hash alone.

@@ -302,11 +302,18 @@ static inline struct storm_key *key_at(const struct storm_tracker *t, uint32_t i
  * and take consecutive home slots by their rank among those rules, so the
  * keys one identity has under several rules sit in one index line (one miss
  * for all, not one per rule). The tag differs by rank, so a neighbour of
- * another rule is not mistaken for the key. */
+ * another rule is not mistaken for the key.
+ *
+ * The tag's low bits (those of kmask) are the home itself, the rest are
+ * other hash bits: a slot then tells its home without its record, so a
+ * deletion that shifts a chain back reads the index only, not one random
+ * record per slot it passes (kslot_home). Two keys are compared only when
+ * their tags match, that is when they share a home and the other bits. */
 static inline uint64_t key_hash(const struct storm_tracker *t, uint32_t rule, uint32_t key_id)
 {
 	const struct storm_rule_rt *r = &t->rules[rule];
 	uint64_t x = ((uint64_t)r->r.per << 32) | key_id;
+	uint32_t home, tag, kmask32 = (uint32_t)t->kmask;
 
 	x ^= x >> 33;
 	x *= 0xff51afd7ed558ccdULL;
@@ -314,8 +321,15 @@ static inline uint64_t key_hash(const struct storm_tracker *t, uint32_t rule, ui
 	x *= 0xc4ceb9fe1a85ec53ULL;
 	x ^= x >> 33;
 	/* kmask < 2^32: the home needs no carry out of the low half */
-	return ((uint64_t)((uint32_t)(x >> 32) ^ (r->krank * 0x9e3779b1u)) << 32) |
-	       (uint32_t)((uint32_t)x + r->krank);
+	home = (uint32_t)x + r->krank;
+	tag = ((uint32_t)(x >> 32) ^ (r->krank * 0x9e3779b1u)) & ~kmask32;
+	return ((uint64_t)(tag | (home & kmask32)) << 32) | home;
+}
+
+/* The home slot of the key an occupied slot holds (see key_hash). */
+static inline uint64_t kslot_home(const struct storm_tracker *t, const struct storm_kslot *s)
+{
+	return s->tag & t->kmask;
 }
 
 /* Slot position of (rule, key_id), or of the empty slot ending its chain. */
@@ -350,14 +364,12 @@ static void kindex_delete(struct storm_tracker *t, uint64_t hole)
 	uint64_t j = hole;
 
 	for (;;) {
-		const struct storm_key *k;
 		uint64_t home;
 
 		j = (j + 1) & t->kmask;
 		if (t->kslots[j].idx == KEY_NONE)
 			break;
-		k = key_at(t, t->kslots[j].idx);
-		home = key_hash(t, k->rule, k->key_id) & t->kmask;
+		home = kslot_home(t, &t->kslots[j]);
 		if ((j > hole && (home <= hole || home > j)) || (j < hole && home <= hole && home > j)) {
 			t->kslots[hole] = t->kslots[j];
 			hole = j;
@@ -2147,6 +2159,9 @@ int storm_validate(const struct storm_tracker *t)
 			continue;
 		if (s->idx >= t->n_kalloc || key_at(t, s->idx)->key_id == KEY_NONE)
 			VFAIL("index slot %llu points at a free key", (unsigned long long)pos);
+		else if (s->tag != (uint32_t)(key_hash(t, key_at(t, s->idx)->rule,
+							key_at(t, s->idx)->key_id) >> 32))
+			VFAIL("index slot %llu: tag does not match its key", (unsigned long long)pos);
 	}
 out:
 	if (naive)

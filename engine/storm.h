@@ -27,7 +27,8 @@
  *     the naive recount).
  * Key states are found through one open-addressing index over (rule, key
  * id); the keys one identity has under the rules keyed by the same field
- * take consecutive slots, so one index line serves all of them. A
+ * take consecutive slots, so one index line serves all of them; a slot's
+ * tag carries its home, so a deletion reads the index only. A
  * transaction's identities, index slots and key records are looked up in
  * passes that each prefetch for the next, so their misses overlap.
  * Rotation is lazy per key (on observe) and driven by storm_advance(): every

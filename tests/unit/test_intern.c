@@ -1,6 +1,7 @@
 /* Unit tests for engine/intern.c: exact interning, kinds as namespaces,
  * pinning, references, CLOCK eviction at the cap, idle expiry, id reuse. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "intern.h"
@@ -224,6 +225,48 @@ static void test_random(void)
 	intern_free(t);
 }
 
+/* Backward-shift deletion places each later slot by the home its tag
+ * carries: a chain that wraps past the end of a 16-slot index (homes 14, 14,
+ * 15, 0) must close up around the freed head and stay findable. */
+static void test_wrapped_chain(void)
+{
+	static const uint64_t want_home[] = { 14, 14, 15, 0 };
+	struct intern_config cfg = { .max_ids = 8, .idle_ns = SEC };
+	struct intern_table *t = intern_new(&cfg);
+	char names[4][16];
+	uint32_t ids[4];
+	struct intern_stats st;
+	int n = 0;
+
+	CHECK(t != NULL);
+	for (int i = 0; n < 4 && i < 100000; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "w%d@x", i);
+		if ((intern_hash(INTERN_ADDR, name, strlen(name)) & 15) == want_home[n]) {
+			memcpy(names[n], name, sizeof(name));
+			n++;
+		}
+	}
+	CHECK_EQ_U64(n, 4);
+	for (int i = 0; i < 4; i++) {
+		ids[i] = intern_get(t, INTERN_ADDR, names[i], strlen(names[i]), 0);
+		CHECK(ids[i] != INTERN_ID_NONE);
+		if (i)
+			intern_ref(t, ids[i]);
+	}
+	CHECK_EQ_U64(intern_validate(t), 0);
+	intern_pin_next(t);
+	intern_expire(t, 10 * SEC, 100);   /* frees names[0], the chain's head */
+	intern_get_stats(t, &st);
+	CHECK_EQ_U64(st.expired_idle, 1);
+	CHECK_EQ_U64(intern_find(t, INTERN_ADDR, names[0], strlen(names[0])), INTERN_ID_NONE);
+	for (int i = 1; i < 4; i++)
+		CHECK_EQ_U64(intern_find(t, INTERN_ADDR, names[i], strlen(names[i])), ids[i]);
+	CHECK_EQ_U64(intern_validate(t), 0);
+	intern_free(t);
+}
+
 static void test_config(void)
 {
 	struct intern_config zero = { .max_ids = 0 };
@@ -240,6 +283,7 @@ int main(void)
 	test_eviction();
 	test_expire();
 	test_random();
+	test_wrapped_chain();
 	test_config();
 	return check_done();
 }
