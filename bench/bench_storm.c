@@ -256,15 +256,6 @@ struct ceil_plan {
 	uint32_t rec[CEIL_KEYS_MAX];
 };
 
-static inline uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
 
 static inline bool field_rcptish(enum storm_field f)
 {
@@ -437,7 +428,7 @@ static inline uint64_t ceil_kpos(const struct ceil *c, const struct ceil_plan *p
 {
 	const struct storm_rule *r = &c->sel[p->key_rule[k]];
 
-	return (mix64(((uint64_t)r->per << 32) | p->id[p->key_ident[k]]) +
+	return (intern_fmix64(((uint64_t)r->per << 32) | p->id[p->key_ident[k]]) +
 		c->rank[p->key_rule[k]]) & c->kmask;
 }
 
@@ -546,10 +537,10 @@ static int ceil_run(const struct storm_rule *sel, size_t n_sel, const struct sto
 	/* Every page written before timing; a slot names a random entry. */
 	for (uint64_t i = 0; i < icap; i++)
 		c.islot[i] = (struct ceil_slot){
-			(uint32_t)(((mix64(i) >> 32) * live_ids) >> 32), (uint32_t)i };
+			(uint32_t)(((intern_fmix64(i) >> 32) * live_ids) >> 32), (uint32_t)i };
 	for (uint64_t i = 0; i < kcap; i++)
 		c.kslot[i] = (struct ceil_slot){
-			(uint32_t)(((mix64(i ^ 0x5bd1e995ull) >> 32) * keys) >> 32), (uint32_t)i };
+			(uint32_t)(((intern_fmix64(i ^ 0x5bd1e995ull) >> 32) * keys) >> 32), (uint32_t)i };
 	memset(c.ent, 0, live_ids * sizeof(*c.ent));
 	memset(c.rec, 0, keys * CEIL_KEY_STRIDE);
 

@@ -71,15 +71,6 @@ static inline uint64_t rotl64(uint64_t x, int r)
 	return (x << r) | (x >> (64 - r));
 }
 
-static inline uint64_t fmix64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
 
 /* Eight bytes a step, then a murmur3 finaliser: short keys (addresses, IPs)
  * are what we hash, so setup cost matters more than bulk speed. */
@@ -100,7 +91,7 @@ uint64_t intern_hash(enum intern_kind kind, const void *bytes, size_t len)
 		memcpy(&v, p, len);
 		h = rotl64(h ^ (v * 0x87c37b91114253d5ULL), 31) * 0x4cf5ad432745937fULL;
 	}
-	return fmix64(h);
+	return intern_fmix64(h);
 }
 
 static inline uint64_t home_of(const struct intern_table *t, uint64_t hash)

@@ -315,11 +315,7 @@ static inline uint64_t key_hash(const struct storm_tracker *t, uint32_t rule, ui
 	uint64_t x = ((uint64_t)r->r.per << 32) | key_id;
 	uint32_t home, tag, kmask32 = (uint32_t)t->kmask;
 
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
+	x = intern_fmix64(x);
 	/* kmask < 2^32: the home needs no carry out of the low half */
 	home = (uint32_t)x + r->krank;
 	tag = ((uint32_t)(x >> 32) ^ (r->krank * 0x9e3779b1u)) & ~kmask32;
@@ -750,12 +746,7 @@ static void key_rotate(struct storm_tracker *t, const struct storm_rule_rt *r,
 	k->head = seq;
 }
 
-static inline uint64_t seq_of(const struct storm_rule_rt *r, uint64_t ns)
-{
-	return ns / r->width_ns;
-}
-
-/* seq_of(r, now) and its ring slot. The clock moves in small steps, so the
+/* The bucket sequence of now (now / width) and its ring slot. The clock moves in small steps, so the
  * two divisions are done once per bucket width, not once per key update;
  * the cache starts as bucket 0, [0, width). */
 static inline uint64_t rule_seq(struct storm_rule_rt *r, uint64_t now, uint32_t *slot)
