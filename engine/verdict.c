@@ -799,10 +799,12 @@ bool verdict_wants_uris(const struct verdict *v)
 
 bool verdict_wants_text(const struct verdict *v)
 {
-	const uint64_t *t = v ? v->rules->counts.by_type : NULL;
+	const uint64_t *t;
 
-	return v && (t[RULE_TYPE_BODY] || t[RULE_TYPE_RAWBODY] || t[RULE_TYPE_URI] ||
-		     v->need_body_hash);
+	if (!v)
+		return false;
+	t = v->rules->counts.by_type;
+	return t[RULE_TYPE_BODY] || t[RULE_TYPE_RAWBODY] || t[RULE_TYPE_URI] || v->need_body_hash;
 }
 
 uint64_t verdict_max_window_ns(const struct verdict *v)
