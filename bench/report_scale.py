@@ -19,7 +19,7 @@ from collections import defaultdict
 from datetime import datetime
 
 import plots
-from reportlib import kv_line, read_res
+from reportlib import kv_line, number_or_text, read_res
 
 STAGES = ["decode", "flow", "reassembly", "smtp", "message", "match", "storm", "output",
           "other"]
@@ -158,13 +158,7 @@ def _storm_rows(text):
             cols = STORM_COLS
         else:
             continue
-        d = {}
-        for k, v in zip(cols, p):
-            try:
-                d[k] = float(v)
-            except ValueError:
-                d[k] = v
-        rows.append(d)
+        rows.append({k: number_or_text(v) for k, v in zip(cols, p)})
     return rows
 
 

@@ -13,6 +13,14 @@ def read_res(res, name, default=""):
         return default
 
 
+def number_or_text(v):
+    """v as a float when it reads as one, else v unchanged."""
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
 def kv_line(text, prefix):
     """Parses 'prefix k=v k=v' lines into a list of dicts (numbers as floats)."""
     out = []
@@ -22,9 +30,6 @@ def kv_line(text, prefix):
             for tok in line.split()[1:]:
                 if "=" in tok:
                     k, v = tok.split("=", 1)
-                    try:
-                        d[k] = float(v)
-                    except ValueError:
-                        d[k] = v
+                    d[k] = number_or_text(v)
             out.append(d)
     return out
