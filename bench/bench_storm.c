@@ -207,6 +207,9 @@ static int cmp_u64(const void *a, const void *b)
  * identities are hashed exactly as the tracker hashes them (intern_hash of
  * the lowercased bytes), so hot identities (skewed) hit the same lines.
  * Entry and record lines are written (the tracker writes both).
+ * The ceiling models storm.c (which fields a transaction counts: ceil_count
+ * against tx_count; the key grouping of key_hash), whose helpers are
+ * static: a change to either must be made to the model too.
  *
  * Two loops over the same messages as the tracker's last timed batch:
  *   ceil_ns  every look-up in order, message by message (out-of-order
