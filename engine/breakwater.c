@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,15 +21,21 @@
 #include <unistd.h>
 
 #include <rte_cycles.h>
+#include <rte_malloc.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
 
 #include "bw-config.h"
 #include "capture.h"
+#include "decode.h"
+#include "flow.h"
 #include "match.h"
 #include "mem.h"
 #include "message.h"
+#include "mime.h"
 #include "output.h"
 #include "pipeline.h"
+#include "smtp.h"
 #include "verdict.h"
 
 #define MAX_RULE_DIRS 16
@@ -95,6 +102,9 @@ static void usage(FILE *f)
 "                         SIGHUP reloads the rules without stopping traffic; a rule\n"
 "                         file with an error is refused and the running rules stay\n"
 "tuning (defaults in brackets):\n"
+"  --workers N            worker threads; flows are spread over them by a hash of their\n"
+"                         endpoints, the receiving thread is worker 0; --max-flows and\n"
+"                         --reasm-memcap are split between them [1]\n"
 "  --smtp-ports LIST      ports whose TCP flows are followed [25,587,2525]\n"
 "  --tls-ports LIST       implicit-TLS ports, counted only [465]\n"
 "  --max-flows N          flow table size; the least recently seen flow is evicted [262144]\n"
@@ -376,10 +386,284 @@ static int cmd_score(int argc, char **argv)
 	return rc;
 }
 
+/* --workers N: software RSS over N workers, as DESIGN.md's "Scale inside a
+ * box" draws it. The receiving thread is worker 0: it takes each burst,
+ * hashes every frame's TCP endpoints (decode_flow_hash: the same for both
+ * directions, so a flow stays on one worker), hands the other workers'
+ * frames to them through one single-producer/single-consumer ring each,
+ * then runs its own share. Every worker owns a whole pipeline (flow table,
+ * reassembly, SMTP, message parsers, an output buffer) and a verdict of its
+ * own (Hyperscan scratch, hits); the compiled rules are shared read-only
+ * and the storm tracker is shared under a lock (verdict_worker_new). The
+ * table-wide caps (--max-flows, --reasm-memcap) are split evenly, so the
+ * whole stays within them. Records of different workers interleave in the
+ * output (each record is one write, never torn); one worker's records keep
+ * their order. With N = 1 nothing changes: no ring, no thread, no lock. */
+#define WORKERS_MAX 64
+#define WORKER_RING 4096             /* frames queued per worker, at most */
+#define WORKER_BUCKETS 1024          /* flow hash buckets, each owned by one worker */
+
+struct work_item {
+	const uint8_t *data;         /* the first segment's bytes */
+	struct rte_mbuf *m;          /* owner (read when segmented, freed when live) */
+	uint64_t ts_ns;
+	uint32_t len;                /* frame length, all segments */
+	uint8_t segmented;           /* more than one segment: made contiguous first */
+	uint8_t free_after;          /* live: the worker frees m; replay: held frames */
+	uint16_t pad;
+};
+
+struct workers;
+
+struct worker {
+	unsigned id;
+	struct workers *ws;
+	struct pipeline *pl;
+	struct output out;           /* records: its own buffer, the shared stream */
+	struct verdict *v;           /* its verdict (the primary itself when N = 1) */
+	struct rte_ring *ring;       /* its queue (workers 1..N-1) */
+	pthread_t thread;
+	bool started;
+	uint64_t sent;               /* items queued to it (the receiving thread's count) */
+	uint64_t done;               /* items it finished (written by it, atomically) */
+	uint64_t packets;            /* frames it ran */
+	uint64_t wait_cycles;        /* TSC cycles waiting: for work (1..N-1), for queue room (0) */
+	uint8_t *linear;             /* a long frame made contiguous */
+	struct work_item stage[BURST];  /* the receiving thread's batch for it */
+	unsigned nstage;
+	/* its thread's counters, saved when it ends, for the summary */
+	struct smtp_stats smtp;
+	struct pipeline_stage_clock clock;
+	double cpu_s;
+} __rte_cache_aligned;
+
+struct workers {
+	unsigned n;
+	struct worker *w;
+	bool live;
+	bool stage_times;
+	int stop;                    /* atomic: no more frames; drain, finish, end */
+	int pause;                   /* atomic: hold at the next burst (rule swap) */
+	int paused;                  /* atomic: workers holding */
+	struct output storm_out;     /* storm records when N > 1 (written under the storm lock) */
+	uint8_t bucket[WORKER_BUCKETS];  /* the top bits of a flow hash -> worker */
+};
+
+/* How much of a worker's packet work receiving and sorting a packet costs
+ * the receiving thread (worker 0): measured with --stage-times on the SMTP
+ * capture, reading it through net_pcap (the "other" stage, about a quarter
+ * of the rest). Worker 0 gets that much less of the flows, so it does not
+ * hold the others back; from 5 workers on it only receives. */
+#define WORKER_RX_COST 0.25
+
+static void workers_assign(struct workers *ws)
+{
+	double s0 = (1.0 - (double)(ws->n - 1) * WORKER_RX_COST) / (double)ws->n;
+	unsigned n0 = ws->n == 1 ? WORKER_BUCKETS : s0 > 0 ? (unsigned)(s0 * WORKER_BUCKETS + 0.5) : 0;
+
+	for (unsigned b = 0; b < WORKER_BUCKETS; b++)
+		ws->bucket[b] = b < n0 ? 0 : (uint8_t)(1 + (b - n0) % (ws->n - 1));
+}
+
+/* Runs a batch of frames through w's pipeline (on w's thread). */
+static void worker_run(struct worker *w, const struct work_item *it, unsigned n)
+{
+	struct rte_mbuf *fm[BURST];
+	unsigned nf = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		const uint8_t *data = it[i].data;
+		uint32_t len = it[i].len;
+
+		if (it[i].segmented) {
+			if (len > LINEAR_MAX)
+				len = LINEAR_MAX;
+			data = rte_pktmbuf_read(it[i].m, 0, len, w->linear);
+		}
+		if (i + 1 < n)
+			rte_prefetch0(it[i + 1].data);
+		pipeline_packet(w->pl, data, len, it[i].ts_ns);
+		if (it[i].free_after)
+			fm[nf++] = it[i].m;
+	}
+	w->packets += n;
+	if (nf)
+		rte_pktmbuf_free_bulk(fm, nf);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct workers *ws = w->ws;
+	struct work_item it[BURST];
+	unsigned idle = 0;
+	double cpu0 = thread_cpu_s();
+
+	if (ws->stage_times)
+		pipeline_stages_start();
+	for (;;) {
+		uint64_t t0 = rte_rdtsc();
+		unsigned n = rte_ring_sc_dequeue_burst_elem(w->ring, it, sizeof(it[0]), BURST, NULL);
+
+		if (n) {
+			worker_run(w, it, n);
+			__atomic_store_n(&w->done, w->done + n, __ATOMIC_RELEASE);
+		}
+		if (ws->live && w->pl->now < wall_ns())
+			w->pl->now = wall_ns();   /* idle flows still expire on a quiet link */
+		if (n || ws->live)
+			pipeline_housekeeping(w->pl);
+		if (__atomic_load_n(&ws->pause, __ATOMIC_ACQUIRE)) {
+			__atomic_add_fetch(&ws->paused, 1, __ATOMIC_ACQ_REL);
+			while (__atomic_load_n(&ws->pause, __ATOMIC_ACQUIRE))
+				rte_pause();
+			__atomic_sub_fetch(&ws->paused, 1, __ATOMIC_ACQ_REL);
+		}
+		if (n) {
+			idle = 0;
+			continue;
+		}
+		if (__atomic_load_n(&ws->stop, __ATOMIC_ACQUIRE) && rte_ring_empty(w->ring))
+			break;
+		if (ws->live)
+			usleep(50);
+		else if (++idle < 1024)
+			rte_pause();
+		else
+			sched_yield();   /* more workers than CPUs: let the others run */
+		w->wait_cycles += rte_rdtsc() - t0;
+	}
+	pipeline_finish(w->pl);
+	pipeline_stages_pause();
+	w->smtp = smtp_stats;
+	w->clock = pipeline_stages;
+	w->cpu_s = thread_cpu_s() - cpu0;
+	mime_conv_cache_flush();     /* this thread's converters */
+	return NULL;
+}
+
+/* The worker of a frame: its flow hash's bucket's. */
+static inline unsigned worker_of(const struct workers *ws, uint32_t h)
+{
+	return ws->bucket[h / (UINT32_MAX / WORKER_BUCKETS + 1)];
+}
+
+/* The receiving thread's part of a burst: sorts it by worker, queues the
+ * other workers' frames (waiting for room: backpressure reaches the port,
+ * which counts what it cannot hold) and runs worker 0's. */
+static void dispatch(struct workers *ws, const struct work_item *it, unsigned n, int link)
+{
+	struct worker *w0 = &ws->w[0];
+
+	if (ws->n == 1) {
+		worker_run(w0, it, n);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t hl = it[i].segmented ? rte_pktmbuf_data_len(it[i].m) : it[i].len;
+		struct worker *w = &ws->w[worker_of(ws, decode_flow_hash(it[i].data, hl, link))];
+
+		w->stage[w->nstage++] = it[i];
+	}
+	for (unsigned k = 1; k < ws->n; k++) {
+		struct worker *w = &ws->w[k];
+		unsigned q = 0;
+
+		while (q < w->nstage) {
+			q += rte_ring_sp_enqueue_burst_elem(w->ring, w->stage + q, sizeof(w->stage[0]),
+							    w->nstage - q, NULL);
+			if (q < w->nstage) {
+				uint64_t t0 = rte_rdtsc();
+
+				rte_pause();
+				w0->wait_cycles += rte_rdtsc() - t0;
+			}
+		}
+		w->sent += w->nstage;
+		w->nstage = 0;
+	}
+	worker_run(w0, w0->stage, w0->nstage);
+	w0->nstage = 0;
+}
+
+/* Waits until every worker has finished what it was given (the end of a
+ * replay pass). */
+static void workers_drain(struct workers *ws)
+{
+	for (unsigned k = 1; k < ws->n; k++)
+		while (__atomic_load_n(&ws->w[k].done, __ATOMIC_ACQUIRE) != ws->w[k].sent)
+			rte_pause();
+}
+
+/* Holds every other worker at its next burst boundary (a rule swap), and
+ * lets them go again. */
+static void workers_pause(struct workers *ws)
+{
+	__atomic_store_n(&ws->pause, 1, __ATOMIC_RELEASE);
+	while (__atomic_load_n(&ws->paused, __ATOMIC_ACQUIRE) != (int)ws->n - 1)
+		rte_pause();
+}
+
+static void workers_resume(struct workers *ws)
+{
+	__atomic_store_n(&ws->pause, 0, __ATOMIC_RELEASE);
+}
+
+static void add_u64s(void *dst, const void *src, size_t size)
+{
+	uint64_t *d = dst;
+	const uint64_t *s = src;
+
+	for (size_t i = 0; i < size / sizeof(uint64_t); i++)
+		d[i] += s[i];
+}
+
+_Static_assert(sizeof(struct pipeline_stats) % 8 == 0, "counters only");
+_Static_assert(sizeof(struct decode_stats) % 8 == 0, "counters only");
+_Static_assert(sizeof(struct reasm_stats) % 8 == 0, "counters only");
+_Static_assert(sizeof(struct smtp_stats) % 8 == 0, "counters only");
+
+/* After the workers ended: their counters added into worker 0's (and this
+ * thread's smtp_stats and stage clock), which the summary reads. Peaks are
+ * summed: an upper bound of the whole's peak. */
+static void workers_merge(struct workers *ws, struct verdict *primary)
+{
+	struct worker *w0 = &ws->w[0];
+	struct pipeline *p0 = w0->pl;
+
+	for (unsigned k = 1; k < ws->n; k++) {
+		struct worker *w = &ws->w[k];
+		uint64_t bits = p0->stats.message_anomalies | w->pl->stats.message_anomalies;
+
+		add_u64s(&p0->stats, &w->pl->stats, sizeof(p0->stats));
+		p0->stats.message_anomalies = bits;   /* a union of bits, not a count */
+		add_u64s(&p0->dstats, &w->pl->dstats, sizeof(p0->dstats));
+		add_u64s(&p0->reasm.stats, &w->pl->reasm.stats, sizeof(p0->reasm.stats));
+		flow_table_add_stats(p0->flows, flow_table_stats(w->pl->flows));
+		add_u64s(&smtp_stats, &w->smtp, sizeof(smtp_stats));
+		w0->out.records += w->out.records;
+		w0->out.write_errors += w->out.write_errors;
+		if (w0->v && w->v)
+			verdict_merge_stats(w0->v, w->v);
+		for (int s = 0; s < PIPELINE_STAGE_MAX; s++)
+			pipeline_stages.cycles[s] += w->clock.cycles[s];
+		pipeline_stages.changes += w->clock.changes;
+	}
+	if (ws->n > 1) {
+		w0->out.records += ws->storm_out.records;
+		w0->out.write_errors += ws->storm_out.write_errors;
+		if (w0->v && primary)
+			verdict_merge_stats(w0->v, primary);   /* its storm event counts */
+	}
+}
+
 /* A rule reload compiles on its own thread, off the packet path; the
- * worker swaps the new rules in between two bursts and frees the old ones
- * (one worker: it is the only user, so no grace period is needed). A reload
- * with any rule error is refused and the running rules stay. */
+ * receiving thread swaps the new rules in between two bursts and frees the
+ * old ones. With one worker it is the only user, so no grace period is
+ * needed; with several, the others are held at their next burst boundary
+ * for the swap (workers_pause: a reload is rare, the hold is the time to
+ * make N scratch spaces). A reload with any rule error is refused and the
+ * running rules stay. */
 struct reload {
 	pthread_t thread;
 	bool running;
@@ -421,11 +705,38 @@ static void storm_sink(void *o, const struct storm_event *ev)
 	pipeline_stage_enter(prev);
 }
 
+/* Where storm records go: worker 0's output with one worker; with
+ * several, an output of their own (written under the tracker's lock). */
+static struct output *storm_output(struct workers *ws)
+{
+	return ws->n > 1 ? &ws->storm_out : &ws->w[0].out;
+}
+
+/* Gives each worker its verdict for the primary v (v itself with one
+ * worker). Returns 0, or -1 when out of memory (nothing changed). */
+static int workers_make_verdicts(struct workers *ws, struct verdict *v, struct verdict **out)
+{
+	if (ws->n == 1 || !v) {
+		for (unsigned k = 0; k < ws->n; k++)
+			out[k] = v;   /* no rules: NULL for all */
+		return 0;
+	}
+	for (unsigned k = 0; k < ws->n; k++) {
+		out[k] = verdict_worker_new(v);
+		if (!out[k]) {
+			while (k--)
+				verdict_free(out[k]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Swaps in a finished reload's rules. Returns the verdict in force. */
-static struct verdict *reload_finish(struct reload *r, struct pipeline *pl,
-				     struct verdict *cur, struct output *out)
+static struct verdict *reload_finish(struct reload *r, struct workers *ws, struct verdict *cur)
 {
 	struct verdict *nv;
+	struct verdict *nw[WORKERS_MAX];
 
 	if (!r->running || !__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
 		return cur;
@@ -437,26 +748,41 @@ static struct verdict *reload_finish(struct reload *r, struct pipeline *pl,
 			r->err[0] ? r->err : "no rules found");
 		return cur;
 	}
+	if (workers_make_verdicts(ws, nv, nw) != 0) {
+		fprintf(stderr, "breakwater: reload refused, the running rules stay: out of memory\n");
+		verdict_free(nv);
+		return cur;
+	}
+	if (ws->n > 1)
+		workers_pause(ws);
 	if (cur && verdict_adopt_storm(nv, cur))
 		fprintf(stderr, "breakwater: rules reloaded (track rules unchanged: windows kept)\n");
 	else
 		fprintf(stderr, "breakwater: rules reloaded (track rules changed: windows start anew)\n");
-	verdict_set_event_sink(nv, storm_sink, out);
-	pl->verdict = nv;
+	verdict_set_event_sink(nv, storm_sink, storm_output(ws));
+	for (unsigned k = 0; k < ws->n; k++) {
+		struct verdict *old = ws->w[k].v;
+
+		ws->w[k].v = nw[k];
+		ws->w[k].pl->verdict = nw[k];
+		if (ws->n > 1)
+			verdict_free(old);
+	}
 	verdict_free(cur);
+	if (ws->n > 1)
+		workers_resume(ws);
 	return nv;
 }
 
 /* Between bursts: starts a reload SIGHUP asked for, swaps in one that is done. */
-static struct verdict *reload_poll(struct reload *r, struct pipeline *pl,
-				   struct verdict *cur, struct output *out)
+static struct verdict *reload_poll(struct reload *r, struct workers *ws, struct verdict *cur)
 {
 	if (reload_requested && !r->running) {
 		reload_requested = 0;
 		reload_start(r);
 	}
 	if (r->running)
-		cur = reload_finish(r, pl, cur, out);
+		cur = reload_finish(r, ws, cur);
 	return cur;
 }
 
@@ -499,11 +825,11 @@ struct replay {
  * moved by k strides (rewritten before the pass starts, outside its time)
  * and every timestamp shifted by k * (span + 1 s + the longest track window); each pass's time goes to
  * rp->pass_s. Returns the verdict in force (a reload may swap it). */
-static struct verdict *replay_passes(struct replay *rp, struct pipeline *pl, int linktype,
+static struct verdict *replay_passes(struct replay *rp, struct workers *ws, int linktype,
 				     struct verdict *verdict, struct reload *reload,
-				     struct output *out, bool stage_times, bool progress)
+				     bool stage_times, bool progress)
 {
-	static uint8_t linear[LINEAR_MAX];
+	struct pipeline *pl = ws->w[0].pl;
 	const struct capture_frame *fr = rp->st.f;
 	uint64_t n = rp->st.n;
 	double t_last_progress = 0;
@@ -524,21 +850,23 @@ static struct verdict *replay_passes(struct replay *rp, struct pipeline *pl, int
 		for (uint64_t i = 0; i < n && !stop_requested; i += BURST) {
 			uint64_t end = i + BURST < n ? i + BURST : n;
 
-			verdict = reload_poll(reload, pl, verdict, out);
-			for (uint64_t j = i; j < end; j++) {
-				const uint8_t *data = fr[j].data;
-				uint32_t len = fr[j].len;
+			struct work_item it[BURST];
 
-				if (fr[j].seg_len < len) {
-					/* a frame larger than one mbuf: make it contiguous */
-					if (len > sizeof(linear))
-						len = sizeof(linear);
-					data = rte_pktmbuf_read(fr[j].m, 0, len, linear);
-				}
+			verdict = reload_poll(reload, ws, verdict);
+			for (uint64_t j = i; j < end; j++) {
+				struct work_item *x = &it[j - i];
+
+				x->data = fr[j].data;
+				x->m = fr[j].m;
+				x->ts_ns = fr[j].ts_ns + ts_add;
+				x->len = fr[j].len;
+				/* a frame larger than one mbuf is made contiguous */
+				x->segmented = fr[j].seg_len < fr[j].len;
+				x->free_after = 0;   /* held for the next pass */
 				if (j + REPLAY_PREFETCH < n)
 					rte_prefetch0(fr[j + REPLAY_PREFETCH].data);
-				pipeline_packet(pl, data, len, fr[j].ts_ns + ts_add);
 			}
+			dispatch(ws, it, (unsigned)(end - i), linktype);
 			pipeline_housekeeping(pl);
 			if (progress && (i & 0x3ff) == 0) {
 				double t = mono_s();
@@ -551,6 +879,7 @@ static struct verdict *replay_passes(struct replay *rp, struct pipeline *pl, int
 				}
 			}
 		}
+		workers_drain(ws);   /* the pass ends when every worker is done with it */
 		rp->pass_s[k] = mono_s() - t0;
 		rp->cpu_s += thread_cpu_s();
 		if (stage_times)
@@ -565,7 +894,7 @@ enum {
 	OPT_PCAP = 256, OPT_IFACE, OPT_EAL, OPT_PORT, OPT_FLOWS, OPT_NO_FLOWS, OPT_DUMP,
 	OPT_SMTP_PORTS, OPT_TLS_PORTS, OPT_MAX_FLOWS, OPT_FLOW_TIMEOUT, OPT_STREAM_MEMCAP,
 	OPT_REASM_MEMCAP, OPT_NO_CSUM, OPT_VERSION, OPT_NO_SMTP, OPT_RULES, OPT_NO_RULES,
-	OPT_REPLAY, OPT_REPLAY_MEM, OPT_STAGE_TIMES, OPT_SUMMARY_JSON,
+	OPT_REPLAY, OPT_REPLAY_MEM, OPT_STAGE_TIMES, OPT_SUMMARY_JSON, OPT_WORKERS,
 };
 
 int main(int argc, char **argv)
@@ -595,6 +924,7 @@ int main(int argc, char **argv)
 		{"replay-mem", required_argument, NULL, OPT_REPLAY_MEM},
 		{"stage-times", no_argument, NULL, OPT_STAGE_TIMES},
 		{"summary-json", required_argument, NULL, OPT_SUMMARY_JSON},
+		{"workers", required_argument, NULL, OPT_WORKERS},
 		{"version", no_argument, NULL, OPT_VERSION},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -603,7 +933,9 @@ int main(int argc, char **argv)
 	struct pipeline_config pcfg;
 	struct capture cap;
 	struct pipeline *pl;
-	struct output out;
+	struct workers ws = { .n = 1 };
+	unsigned nworkers = 1;
+	struct verdict *wv[WORKERS_MAX];
 	struct run_info ri;
 	const char *out_path = NULL;
 	FILE *out_f = stdout;
@@ -615,7 +947,6 @@ int main(int argc, char **argv)
 	double t_start = mono_s(), t_loop, t_last_progress = 0, cpu_loop;
 	uint64_t file_bytes = 0;
 	bool progress, live, stage_times = false;
-	static uint8_t linear[LINEAR_MAX];
 	struct replay rp = { .passes = 0, .mem_cap = REPLAY_MEM_DEFAULT };
 	const char *json_path = NULL;
 	FILE *json_f = NULL;
@@ -677,6 +1008,11 @@ int main(int argc, char **argv)
 		case OPT_REPLAY_MEM: rp.mem_cap = parse_size(optarg, "--replay-mem"); break;
 		case OPT_STAGE_TIMES: stage_times = true; break;
 		case OPT_SUMMARY_JSON: json_path = optarg; break;
+		case OPT_WORKERS:
+			nworkers = (unsigned)parse_uint(optarg, "--workers", WORKERS_MAX);
+			if (!nworkers)
+				die_usage("%s must be at least 1", "--workers");
+			break;
 		case OPT_VERSION: printf("breakwater %s\n", BW_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -765,16 +1101,46 @@ int main(int argc, char **argv)
 		capture_close(&cap);
 		return 1;
 	}
-	output_init(&out, out_f);
-	pl = pipeline_new(&pcfg, cap.linktype, &out);
-	if (!pl) {
-		fprintf(stderr, "breakwater: out of memory setting up the pipeline\n");
+	ws.n = nworkers;
+	ws.live = ccfg.source != CAPTURE_PCAP;
+	ws.stage_times = stage_times;
+	workers_assign(&ws);
+	ws.w = rte_zmalloc("bw_workers", nworkers * sizeof(*ws.w), RTE_CACHE_LINE_SIZE);
+	if (!ws.w || workers_make_verdicts(&ws, verdict, wv) != 0) {
+		fprintf(stderr, "breakwater: out of memory setting up %u workers\n", nworkers);
 		capture_close(&cap);
 		return 1;
 	}
-	pl->verdict = verdict;
+	if (nworkers > 1) {
+		/* the table-wide caps are split, so the whole stays within them */
+		pcfg.flow.max_flows = (pcfg.flow.max_flows + nworkers - 1) / nworkers;
+		pcfg.reasm.global_memcap /= nworkers;
+		output_init(&ws.storm_out, out_f);
+	}
+	for (unsigned k = 0; k < nworkers; k++) {
+		struct worker *w = &ws.w[k];
+		char name[32];
+
+		w->id = k;
+		w->ws = &ws;
+		w->v = wv[k];
+		output_init(&w->out, out_f);
+		w->pl = pipeline_new(&pcfg, cap.linktype, &w->out);
+		w->linear = malloc(LINEAR_MAX);
+		snprintf(name, sizeof(name), "bw_worker%u", k);
+		if (k)
+			w->ring = rte_ring_create_elem(name, sizeof(struct work_item), WORKER_RING,
+						       (int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (!w->pl || !w->linear || (k && !w->ring)) {
+			fprintf(stderr, "breakwater: out of memory setting up worker %u\n", k);
+			capture_close(&cap);
+			return 1;
+		}
+		w->pl->verdict = w->v;
+	}
+	pl = ws.w[0].pl;
 	if (verdict)
-		verdict_set_event_sink(verdict, storm_sink, &out);
+		verdict_set_event_sink(verdict, storm_sink, storm_output(&ws));
 	if (rp.passes) {
 		double t0 = mono_s();
 
@@ -807,36 +1173,39 @@ int main(int argc, char **argv)
 
 	if (stage_times)
 		pipeline_stages_start();
+	for (unsigned k = 1; k < nworkers; k++) {
+		if (pthread_create(&ws.w[k].thread, NULL, worker_main, &ws.w[k]) != 0) {
+			fprintf(stderr, "breakwater: cannot start worker %u\n", k);
+			return 1;
+		}
+		ws.w[k].started = true;
+	}
 	if (rp.passes) {
 		pipeline_stages_pause();
-		verdict = replay_passes(&rp, pl, cap.linktype, verdict, &reload, &out,
+		verdict = replay_passes(&rp, &ws, cap.linktype, verdict, &reload,
 					stage_times, progress);
 	}
 	t_loop = mono_s();
 	cpu_loop = thread_cpu_s();
 	while (!stop_requested && !rp.passes) {
 		struct rte_mbuf *m[BURST];
+		struct work_item it[BURST];
 		uint16_t n = capture_rx(&cap, m, BURST);
 
-		verdict = reload_poll(&reload, pl, verdict, &out);
+		verdict = reload_poll(&reload, &ws, verdict);
 
 		for (uint16_t i = 0; i < n; i++) {
-			const uint8_t *data = rte_pktmbuf_mtod(m[i], const uint8_t *);
-			uint32_t len = rte_pktmbuf_pkt_len(m[i]);
-
-			if (m[i]->nb_segs > 1) {
-				/* a frame larger than one mbuf: make it contiguous */
-				if (len > sizeof(linear))
-					len = sizeof(linear);
-				data = rte_pktmbuf_read(m[i], 0, len, linear);
-			}
-			if (i + 1 < n)
-				rte_prefetch0(rte_pktmbuf_mtod(m[i + 1], void *));
-			file_bytes += len + 16;
-			pipeline_packet(pl, data, len, capture_ts_ns(&cap, m[i]));
+			it[i].data = rte_pktmbuf_mtod(m[i], const uint8_t *);
+			it[i].m = m[i];
+			it[i].ts_ns = capture_ts_ns(&cap, m[i]);
+			it[i].len = rte_pktmbuf_pkt_len(m[i]);
+			/* a frame larger than one mbuf is made contiguous */
+			it[i].segmented = m[i]->nb_segs > 1;
+			it[i].free_after = 1;   /* by the worker that runs it */
+			file_bytes += it[i].len + 16;
 		}
 		if (n)
-			rte_pktmbuf_free_bulk(m, n);
+			dispatch(&ws, it, n, cap.linktype);
 		if (live && pl->now < wall_ns())
 			pl->now = wall_ns();   /* idle flows still expire on a quiet link */
 		pipeline_housekeeping(pl);
@@ -872,11 +1241,23 @@ int main(int argc, char **argv)
 	}
 	if (rp.passes && stage_times)
 		pipeline_stages_resume();
+	__atomic_store_n(&ws.stop, 1, __ATOMIC_RELEASE);
 	pipeline_finish(pl);
-	pipeline_stages_pause();
 	memset(&ri, 0, sizeof(ri));
+	for (unsigned k = 1; k < nworkers; k++)
+		if (ws.w[k].started) {
+			pthread_join(ws.w[k].thread, NULL);
+			ri.engine_cpu_s += ws.w[k].cpu_s;
+		}
+	pipeline_stages_pause();
+	workers_merge(&ws, verdict);
+	ri.workers = nworkers;
+	for (unsigned k = 0; k < nworkers && k < RUN_INFO_WORKERS; k++) {
+		ri.worker_packets[k] = ws.w[k].packets;
+		ri.worker_wait_s[k] = (double)ws.w[k].wait_cycles / (double)rte_get_tsc_hz();
+	}
 	ri.engine_s = mono_s() - t_loop;
-	ri.engine_cpu_s = thread_cpu_s() - cpu_loop + rp.cpu_s;
+	ri.engine_cpu_s += thread_cpu_s() - cpu_loop + rp.cpu_s;
 	if (rp.passes) {
 		ri.finish_s = ri.engine_s;
 		for (unsigned k = 0; k < rp.passes; k++)
@@ -909,18 +1290,29 @@ int main(int argc, char **argv)
 	}
 	ri.wall_s = mono_s() - t_start;
 	if (!quiet)
-		output_summary(stderr, pl, &out, &ri);
+		output_summary(stderr, pl, &ws.w[0].out, &ri);
 	if (json_f) {
-		int jerr = output_summary_json(json_f, pl, &out, &ri);
+		int jerr = output_summary_json(json_f, pl, &ws.w[0].out, &ri);
 
 		if (fclose(json_f) != 0 || jerr) {
 			fprintf(stderr, "breakwater: writing %s failed\n", json_path);
 			return 1;
 		}
 	}
-	pipeline_free(pl);
+	for (unsigned k = 0; k < nworkers; k++) {
+		struct worker *w = &ws.w[k];
+
+		pipeline_free(w->pl);
+		if (nworkers > 1)
+			verdict_free(w->v);   /* a worker's, before the primary */
+		output_fini(&w->out);
+		rte_ring_free(w->ring);
+		free(w->linear);
+	}
 	verdict_free(verdict);
-	output_fini(&out);
+	if (nworkers > 1)
+		output_fini(&ws.storm_out);
+	rte_free(ws.w);
 	if (out_f != stdout)
 		fclose(out_f);
 	capture_store_free(&rp.st);

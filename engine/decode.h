@@ -86,6 +86,13 @@ enum decode_anomaly decode_packet(const uint8_t *frame, uint32_t len, int link,
 				  const struct decode_opts *opts,
 				  struct pkt *out, struct decode_stats *st);
 
+/* Which worker a frame belongs to (software RSS): a hash of its TCP
+ * endpoints that is the same for both directions of a flow, so a flow's
+ * packets all reach one worker. Frames that are not decodable TCP (the
+ * worker counts them) hash to 0. Checksums are not verified; nothing is
+ * counted. */
+uint32_t decode_flow_hash(const uint8_t *frame, uint32_t len, int link);
+
 /* Short stable name of an anomaly ("ip_fragment"), for counters in output. */
 const char *decode_anomaly_name(enum decode_anomaly a);
 

@@ -94,6 +94,9 @@ const char *flow_end_name(enum flow_end e);
 
 /* Checks the table's invariants (hash chains, list membership and order,
  * counts). Returns 0 or -1. For tests. */
+/* Adds s's counters to ft's (the summary of several workers' tables; the
+ * peak becomes the sum of the peaks, an upper bound). */
+void flow_table_add_stats(struct flow_table *ft, const struct flow_stats *s);
 int flow_table_validate(const struct flow_table *ft);
 
 #endif

@@ -436,6 +436,15 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 			fprintf(f, " %.3f", ri->pass_s[k]);
 		fprintf(f, " s, final flush %.3f s\n", ri->finish_s);
 	}
+	if (ri->workers > 1) {
+		fprintf(f, "  workers:     %u; frames run by each", ri->workers);
+		for (unsigned k = 0; k < ri->workers && k < RUN_INFO_WORKERS; k++)
+			fprintf(f, "%s%" PRIu64, k ? " / " : " ", ri->worker_packets[k]);
+		fprintf(f, "; seconds waiting (0: for queue room, others: for work)");
+		for (unsigned k = 0; k < ri->workers && k < RUN_INFO_WORKERS; k++)
+			fprintf(f, "%s%.3f", k ? " / " : " ", ri->worker_wait_s[k]);
+		fprintf(f, "; CPU %.3f s\n", ri->engine_cpu_s);
+	}
 	fprintf(f, "  time:        %.3f s wall, %.3f s in the packet loop%s\n", ri->wall_s, ri->engine_s,
 		ri->passes ? " (timed passes and the final flush)" : "");
 	fprintf(f, "  throughput:  %.3f Gbit/s, %.3f Mpps (packet loop)\n",
@@ -559,6 +568,17 @@ int output_summary_json(FILE *f, const struct pipeline *pl, const struct output 
 		json_double(&j, ri->engine_s * 1e9 / (double)ps->messages);
 	else
 		json_null(&j);
+	json_kv_u64(&j, "workers", ri->workers ? ri->workers : 1);
+	json_key(&j, "worker_frames");
+	json_open_array(&j);
+	for (unsigned k = 0; k < ri->workers && k < RUN_INFO_WORKERS; k++)
+		json_u64(&j, ri->worker_packets[k]);
+	json_close_array(&j);
+	json_key(&j, "worker_wait_s");
+	json_open_array(&j);
+	for (unsigned k = 0; k < ri->workers && k < RUN_INFO_WORKERS; k++)
+		json_double(&j, ri->worker_wait_s[k]);
+	json_close_array(&j);
 	json_key(&j, "replay");
 	if (ri->passes) {
 		json_open_object(&j);

@@ -53,7 +53,11 @@ struct run_info {
 	const char *source;          /* file or interface */
 	double wall_s;               /* whole run, set-up included */
 	double engine_s;             /* time spent in the packet loop */
-	double engine_cpu_s;         /* the worker's CPU time in it */
+	double engine_cpu_s;         /* the workers' CPU time in it, all added */
+	unsigned workers;            /* --workers (counters are their sums) */
+#define RUN_INFO_WORKERS 64
+	uint64_t worker_packets[RUN_INFO_WORKERS];  /* frames each worker ran */
+	double worker_wait_s[RUN_INFO_WORKERS];     /* waiting: 0 for queue room, the others for work */
 	uint64_t port_missed, port_errors, port_nombuf;
 	/* --stage-times: pipeline_stages holds the cycles (0: no stage figures) */
 	uint64_t tsc_hz;

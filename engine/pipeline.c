@@ -12,7 +12,7 @@
 #include "smtp.h"
 #include "verdict.h"
 
-struct pipeline_stage_clock pipeline_stages;
+__thread struct pipeline_stage_clock pipeline_stages;
 
 static const char *const stage_names[PIPELINE_STAGE_MAX] = {
 	[PIPELINE_STAGE_OTHER] = "other",

@@ -89,8 +89,8 @@ void pipeline_free(struct pipeline *pl);
 
 /* Stage timing (--stage-times): TSC cycles spent in each stage, exclusive
  * (a stage called from another, e.g. SMTP from reassembly's data callback,
- * is charged to itself, not to its caller). One clock per process: there is
- * one worker. Each stage change reads the TSC once; while the clock is off a
+ * is charged to itself, not to its caller). One clock per thread: each
+ * worker charges its own (breakwater.c adds them up for the summary). Each stage change reads the TSC once; while the clock is off a
  * change costs one predictable branch. PIPELINE_STAGE_OTHER is everything
  * outside the pipeline's calls (receive, freeing mbufs, the loop itself). */
 enum pipeline_stage {
@@ -114,7 +114,7 @@ struct pipeline_stage_clock {
 	uint64_t changes;            /* stage changes while on (TSC reads) */
 };
 
-extern struct pipeline_stage_clock pipeline_stages;
+extern __thread struct pipeline_stage_clock pipeline_stages;
 
 /* Charges the time since the last change to the current stage and makes s
  * current. Returns the stage that was current, to go back to it. */

@@ -32,7 +32,7 @@
 
 #include "mem.h"
 
-struct smtp_stats smtp_stats;
+__thread struct smtp_stats smtp_stats;
 
 enum smtp_cstate {
 	CS_CMD = 1,

@@ -28,7 +28,8 @@
  * BDAT, the chunk bytes as they are.
  *
  * Threading: a session belongs to one worker. smtp_stats is one set per
- * process like mem_stats (a multi-worker build keeps one set per lcore).
+ * thread (each worker counts its own sessions; breakwater.c adds the
+ * workers' sets up for the summary).
  * Callbacks must not call back into the session they come from.
  */
 #ifndef BW_SMTP_H
@@ -252,7 +253,7 @@ struct smtp_stats {
 	uint64_t tls_sessions;
 };
 
-extern struct smtp_stats smtp_stats;
+extern __thread struct smtp_stats smtp_stats;
 
 /* Fills lim with the defaults (Postfix-like: 2048-byte lines, 1000 rcpts). */
 void smtp_limits_default(struct smtp_limits *lim);

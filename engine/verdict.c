@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -27,6 +28,12 @@
 #define VERDICT_MAX_RCPT 1000
 
 struct verdict {
+	/* A worker's verdict (verdict_worker_new) borrows rules, ms, the
+	 * tracker and its rule tables from parent, and locks parent->storm_mu
+	 * around the tracker; it owns the rest (scratch, hits, views, streams,
+	 * stats). NULL for the verdict verdict_new() made. */
+	struct verdict *parent;
+	pthread_mutex_t storm_mu;        /* when workers share this verdict's tracker */
 	struct rule_set *rules;
 	struct match_set *ms;
 	struct match_scratch *scratch;
@@ -193,6 +200,7 @@ struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	pthread_mutex_init(&v->storm_mu, NULL);
 	v->rules = rule_set_new();
 	if (!v->rules)
 		goto fail_oom;
@@ -256,6 +264,39 @@ fail:
 	return NULL;
 }
 
+struct verdict *verdict_worker_new(struct verdict *primary)
+{
+	struct verdict *v = mem_calloc(MEM_RULES, 1, sizeof(*v));
+
+	if (!v)
+		return NULL;
+	v->parent = primary;
+	v->rules = primary->rules;
+	v->ms = primary->ms;
+	v->srules = primary->srules;
+	v->storm_rule_id = primary->storm_rule_id;
+	v->n_storm = primary->n_storm;
+	v->need_body_hash = primary->need_body_hash;
+	v->scratch = match_scratch_new(v->ms);
+	v->hits = match_hits_new(v->ms);
+	if (!v->scratch || !v->hits) {
+		verdict_free(v);
+		return NULL;
+	}
+	return v;
+}
+
+void verdict_merge_stats(struct verdict *into, const struct verdict *from)
+{
+	uint64_t *d = (uint64_t *)&into->stats;
+	const uint64_t *f = (const uint64_t *)&from->stats;
+
+	_Static_assert(sizeof(struct verdict_stats) % sizeof(uint64_t) == 0,
+		       "verdict_stats holds counters only");
+	for (size_t i = 0; i < sizeof(into->stats) / sizeof(uint64_t); i++)
+		d[i] += f[i];
+}
+
 void verdict_free(struct verdict *v)
 {
 	if (!v)
@@ -271,6 +312,15 @@ void verdict_free(struct verdict *v)
 		vs->v = NULL;
 		vs->prev = vs->next = NULL;
 	}
+	if (v->parent) {
+		/* a worker's: only what it owns */
+		if (v->hits)
+			match_hits_free(v->hits);
+		if (v->scratch)
+			match_scratch_free(v->scratch);
+		goto views;
+	}
+	pthread_mutex_destroy(&v->storm_mu);
 	storm_free(v->storm);
 	mem_free(MEM_STORM, v->sink);
 	mem_free(MEM_STORM, v->srules);
@@ -281,6 +331,7 @@ void verdict_free(struct verdict *v)
 		match_scratch_free(v->scratch);
 	match_set_free(v->ms);
 	rule_set_free(v->rules);
+views:
 	mem_free(MEM_RULES, v->hdrs);
 	mem_free(MEM_RULES, v->mhdrs);
 	mem_free(MEM_RULES, v->paras);
@@ -694,12 +745,14 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 				    const struct smtp_tx *tx, const uint8_t client[16],
 				    uint8_t ipver, uint64_t now)
 {
+	struct verdict *owner = v->parent ? v->parent : v;
+
 	match_hits_reset(v->hits);
 	v->shits.n = 0;
 	if (m)
 		scan_content(v, m, tx);
 	pipeline_stage_enter(PIPELINE_STAGE_STORM);   /* --stage-times */
-	if (v->storm && tx) {
+	if (owner->storm && tx) {
 		struct storm_tx_summary sum;
 		uint32_t n = tx->nrcpt < VERDICT_MAX_RCPT ? tx->nrcpt : VERDICT_MAX_RCPT;
 
@@ -725,7 +778,13 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 		sum.body_hash = v->need_body_hash ? body_hash(m) : 0;
 		sum.received_count = m ? (int)message_received_count(m) : 0;
 		sum.auto_submitted = is_auto(m);
-		storm_observe(v->storm, &sum, &v->shits);
+		if (v->parent) {
+			pthread_mutex_lock(&owner->storm_mu);
+			storm_observe(owner->storm, &sum, &v->shits);
+			pthread_mutex_unlock(&owner->storm_mu);
+		} else {
+			storm_observe(v->storm, &sum, &v->shits);
+		}
 		for (unsigned i = 0; i < v->shits.n; i++)
 			match_hits_add(v->hits, v->storm_rule_id[v->shits.hit[i].rule], 1);
 		if (v->shits.n)
@@ -749,8 +808,19 @@ bool verdict_behaviour(const struct verdict *v, uint32_t id, double *value,
 
 void verdict_advance(struct verdict *v, uint64_t now)
 {
-	if (v->storm)
-		storm_advance(v->storm, now, 256);
+	struct verdict *owner = v->parent;
+
+	if (!owner) {
+		if (v->storm)
+			storm_advance(v->storm, now, 256);
+		return;
+	}
+	/* workers share the housekeeping: whoever finds the tracker free does
+	 * a share; one busy means another is in it, and the next burst comes */
+	if (owner->storm && pthread_mutex_trylock(&owner->storm_mu) == 0) {
+		storm_advance(owner->storm, now, 256);
+		pthread_mutex_unlock(&owner->storm_mu);
+	}
 }
 
 static bool same_track(const struct storm_rule *a, const struct storm_rule *b)

@@ -99,6 +99,19 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 bool verdict_behaviour(const struct verdict *v, uint32_t id, double *value,
 		       uint64_t *window_ns);
 
+/* Several workers (breakwater --workers): each scans with a verdict of its
+ * own made from the one verdict_new() returned (the primary). A worker's
+ * verdict shares the primary's rules, compiled databases and storm tracker
+ * (read-only, except the tracker, which it uses under the primary's lock)
+ * and owns its scratch, hit vector, views, full-rule streams and stats.
+ * Storm events go to the primary's sink and are counted in its stats. Free
+ * every worker's verdict before the primary; verdict_adopt_storm() and
+ * verdict_set_event_sink() take primaries only, with no worker running.
+ * Returns NULL when out of memory. */
+struct verdict *verdict_worker_new(struct verdict *primary);
+/* Adds from's counters to into's (the summary of several workers). */
+void verdict_merge_stats(struct verdict *into, const struct verdict *from);
+
 /* Reload support: hands old's storm tracker, with every window, to nv when
  * both define the same track rules (names and parameters, in order), so a
  * reload that changes only content rules or scores loses no window state.

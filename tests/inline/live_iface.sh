@@ -7,16 +7,18 @@
 # one record per transaction.
 #
 # Needs root, iproute2, smtp-source/smtp-sink; skips (77) otherwise.
-# Usage: live_iface.sh BREAKWATER
+# Usage: live_iface.sh BREAKWATER [OPTION...]   (options added to breakwater's)
 set -euo pipefail
-BW=${1:?usage: live_iface.sh BREAKWATER}
+BW=${1:?usage: live_iface.sh BREAKWATER [OPTION...]}
+shift
+extra=("$@")   # e.g. --workers 2
 
 . "$(dirname "$0")/netns.sh"
 netns_pair bwl 198.18.1.1 198.18.1.2
 
 ip netns exec "$NS_S" timeout 60 smtp-sink -u nobody "$A_S:25" 100 &
 pids+=($!)
-ip netns exec "$NS_S" "$BW" --iface "$IF_S" --flows -o "$work/records.json" 2>"$work/stderr" &
+ip netns exec "$NS_S" "$BW" --iface "$IF_S" "${extra[@]}" --flows -o "$work/records.json" 2>"$work/stderr" &
 bw=$!
 pids+=($bw)
 watchdog "$bw" 60

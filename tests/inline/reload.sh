@@ -7,9 +7,11 @@
 #   3. rules B (adds T_NEW) + SIGHUP: later transactions hit T_NEW.
 # No transaction may go unrecorded across the reloads.
 # Needs root, iproute2, smtp-source/smtp-sink; skips (77) otherwise.
-# Usage: reload.sh BREAKWATER
+# Usage: reload.sh BREAKWATER [OPTION...]   (options added to breakwater's)
 set -euo pipefail
-BW=${1:?usage: reload.sh BREAKWATER}
+BW=${1:?usage: reload.sh BREAKWATER [OPTION...]}
+shift
+extra=("$@")   # e.g. --workers 2
 
 . "$(dirname "$0")/netns.sh"
 netns_pair bwr 198.18.3.1 198.18.3.2
@@ -23,7 +25,7 @@ CF
 
 ip netns exec "$NS_S" timeout 90 smtp-sink -u nobody "$A_S:25" 100 &
 pids+=($!)
-ip netns exec "$NS_S" "$BW" --iface "$IF_S" --rules "$work/rules" \
+ip netns exec "$NS_S" "$BW" --iface "$IF_S" "${extra[@]}" --rules "$work/rules" \
 	-o "$work/records.json" 2>"$work/stderr" &
 bw=$!
 pids+=($bw)

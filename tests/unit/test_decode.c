@@ -324,5 +324,60 @@ int main(void)
 		fprintf(stderr, "random frames decoded as TCP: %u of 200000\n", ok);
 		CHECK(st.anomalies[DECODE_OK] == 0);
 	}
+	/* decode_flow_hash (software RSS): both directions of a flow agree,
+	 * other flows spread, frames that are not TCP hash to 0 */
+	{
+		uint16_t t1[] = {0x0800};
+		uint8_t g[256];
+		uint32_t fwd, rev, seen[64];
+		unsigned distinct = 0;
+
+		h = eth(f, t1, 1);
+		n = ipv4_tcp(f + h, pl, 5, 0, 6);
+		fwd = decode_flow_hash(f, (uint32_t)(h + n), DECODE_LINK_ETHERNET);
+		memcpy(g, f, h + n);
+		memcpy(g + h + 12, f + h + 16, 4);       /* swap the addresses */
+		memcpy(g + h + 16, f + h + 12, 4);
+		memcpy(g + h + 20, f + h + 22, 2);       /* and the ports */
+		memcpy(g + h + 22, f + h + 20, 2);
+		rev = decode_flow_hash(g, (uint32_t)(h + n), DECODE_LINK_ETHERNET);
+		CHECK_EQ_U64(fwd, rev);
+		n = ipv6_tcp(f + h, pl, NULL, 0, 6);
+		put16(f + 12, 0x86dd);
+		fwd = decode_flow_hash(f, (uint32_t)(h + n), DECODE_LINK_ETHERNET);
+		memcpy(g, f, h + n);
+		memcpy(g + h + 8, f + h + 24, 16);
+		memcpy(g + h + 24, f + h + 8, 16);
+		memcpy(g + h + 40, f + h + 42, 2);
+		memcpy(g + h + 42, f + h + 40, 2);
+		rev = decode_flow_hash(g, (uint32_t)(h + n), DECODE_LINK_ETHERNET);
+		CHECK_EQ_U64(fwd, rev);
+		put16(f + 12, 0x0800);
+		for (unsigned i = 0; i < 64; i++) {
+			bool dup = false;
+			uint32_t x;
+
+			n = ipv4_tcp(f + h, pl, 5, 0, 6);
+			put16(f + h + 20, (uint16_t)(40000 + i));   /* client port */
+			x = decode_flow_hash(f, (uint32_t)(h + n), DECODE_LINK_ETHERNET);
+			for (unsigned k = 0; k < distinct; k++)
+				dup |= seen[k] == x;
+			if (!dup)
+				seen[distinct++] = x;
+			/* the top bits pick the worker: they must vary too */
+		}
+		CHECK(distinct >= 63);
+		{
+			unsigned top[4] = {0};
+
+			for (unsigned k = 0; k < distinct; k++)
+				top[seen[k] >> 30]++;
+			for (unsigned k = 0; k < 4; k++)
+				CHECK(top[k] >= 4);   /* 64 flows over 4 quarters, none nearly empty */
+		}
+		n = ipv4_tcp(f + h, pl, 5, 0, 17);
+		CHECK_EQ_U64(decode_flow_hash(f, (uint32_t)(h + n), DECODE_LINK_ETHERNET), 0);
+		CHECK_EQ_U64(decode_flow_hash(f, 10, DECODE_LINK_ETHERNET), 0);
+	}
 	return check_done();
 }
