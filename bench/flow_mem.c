@@ -46,13 +46,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "flow_mem: N must be 1..%" PRIu32 "\n", cfg.max_flows);
 		return 2;
 	}
-	before = mem_stats.in_use[MEM_FLOW];
+	before = mem_in_use(MEM_FLOW);
 	ft = flow_table_new(&cfg, &ops, NULL);
 	if (!ft) {
 		fprintf(stderr, "flow_mem: flow_table_new failed\n");
 		return 1;
 	}
-	empty = mem_stats.in_use[MEM_FLOW] - before;
+	empty = mem_in_use(MEM_FLOW) - before;
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct pkt p;
@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	full = mem_stats.in_use[MEM_FLOW] - before;
+	full = mem_in_use(MEM_FLOW) - before;
 	if (flow_table_validate(ft) < 0) {
 		fprintf(stderr, "flow_mem: flow_table_validate failed\n");
 		return 1;

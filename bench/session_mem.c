@@ -66,7 +66,7 @@ static void feed(struct smtp_session *s, int dir, const char *p, size_t n)
 
 static uint64_t smtp_in_use(void)
 {
-	return mem_stats.in_use[MEM_SMTP];
+	return mem_in_use(MEM_SMTP);
 }
 
 static double now_s(void)
@@ -294,10 +294,10 @@ static int big_message(size_t size)
 	FEED(s, SMTP_TOCLIENT, EHLO_REPLY);
 	FEED(s, SMTP_TOSERVER, TX_CMDS);
 	FEED(s, SMTP_TOCLIENT, TX_REPLIES);
-	mbase = mem_stats.in_use[MEM_MESSAGE];
-	sbase = mem_stats.in_use[MEM_SMTP];
-	mem_stats.peak[MEM_MESSAGE] = mbase;
-	mem_stats.peak[MEM_SMTP] = sbase;
+	mbase = mem_in_use(MEM_MESSAGE);
+	sbase = mem_in_use(MEM_SMTP);
+	mem_peak_reset(MEM_MESSAGE);
+	mem_peak_reset(MEM_SMTP);
 	t0 = now_s();
 	for (size_t off = 0; off < wire.n; off += 1448) {
 		size_t n = wire.n - off < 1448 ? wire.n - off : 1448;
@@ -306,8 +306,8 @@ static int big_message(size_t size)
 	}
 	FEED(s, SMTP_TOCLIENT, QUEUED);
 	secs = now_s() - t0;
-	mpeak = mem_stats.peak[MEM_MESSAGE];
-	speak = mem_stats.peak[MEM_SMTP];
+	mpeak = mem_peak(MEM_MESSAGE);
+	speak = mem_peak(MEM_SMTP);
 	if (!c.ended) {
 		fprintf(stderr, "session_mem: the message did not end\n");
 		return 1;

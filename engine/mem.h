@@ -4,8 +4,10 @@
  * tag naming the stage that owns it, so the summary and the caps can say who
  * holds what. Under jemalloc (the default allocator) the accounted size is the
  * usable size jemalloc really reserved; under sanitizers it is the libc
- * allocator's usable size. Counters are per process, updated with relaxed
- * atomics (a rule reload compiles on its own thread while the worker runs).
+ * allocator's usable size. Counters are kept per thread (each worker
+ * writes its own, unlocked) and added up when read: mem_stats_read() and the
+ * helpers below. A peak is the sum of the threads' peaks: exact with one
+ * thread, an upper bound with several.
  *
  * mem_alloc() returns NULL on failure and counts it in mem_stats.alloc_fail
  * for the tag; callers count their own "refused at the cap" separately, as
@@ -37,7 +39,13 @@ struct mem_stats {
 	uint64_t alloc_fail[MEM_TAG_MAX];
 };
 
-extern struct mem_stats mem_stats;
+/* The counters of every thread added up (takes a lock: not for hot paths). */
+void mem_stats_read(struct mem_stats *out);
+uint64_t mem_in_use(enum mem_tag tag);
+uint64_t mem_peak(enum mem_tag tag);
+uint64_t mem_alloc_fails(enum mem_tag tag);
+/* Starts tag's peak again from what is in use now (a benchmark's phase). */
+void mem_peak_reset(enum mem_tag tag);
 
 /* Returns size bytes (uninitialised) owned by the caller, or NULL. */
 void *mem_alloc(enum mem_tag tag, size_t size);

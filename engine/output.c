@@ -421,7 +421,7 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 	fprintf(f, "  records:     %" PRIu64 "\n", o->records);
 	human_bytes(b1, sizeof(b1), (double)mem_in_use_total());
 	fprintf(f, "  memory:      %s in use at the end of the run (%s), flow peak %" PRIu64 " bytes\n",
-		b1, mem_allocator_name(), mem_stats.peak[MEM_FLOW]);
+		b1, mem_allocator_name(), mem_peak(MEM_FLOW));
 	if (ri->passes) {
 		human_bytes(b1, sizeof(b1), (double)ri->replay_bytes);
 		human_bytes(b2, sizeof(b2), (double)ri->replay_pool_bytes);
@@ -548,7 +548,7 @@ int output_summary_json(FILE *f, const struct pipeline *pl, const struct output 
 	json_close_object(&j);
 	json_kv_u64(&j, "records", o->records);
 	json_kv_u64(&j, "memory_bytes", mem_in_use_total());
-	json_kv_u64(&j, "flow_memory_peak_bytes", mem_stats.peak[MEM_FLOW]);
+	json_kv_u64(&j, "flow_memory_peak_bytes", mem_peak(MEM_FLOW));
 	json_key(&j, "wall_s");
 	json_double(&j, ri->wall_s);
 	json_key(&j, "loop_s");

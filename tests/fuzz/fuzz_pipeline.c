@@ -137,7 +137,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	output_fini(&out);
 	if (verdict_stream_bytes(v) != 0)
 		__builtin_trap();   /* every message's full-rule stream is released */
-	if (mem_stats.in_use[MEM_REASM] != 0)
+	if (mem_in_use(MEM_REASM) != 0)
 		__builtin_trap();   /* every out-of-order byte is released */
 	return 0;
 }

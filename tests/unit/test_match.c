@@ -458,14 +458,14 @@ static void test_full_stream(void)
 	CHECK_EQ_U64(hits_of(&b, "F_LOOK"), 0);
 	/* stream state is MEM_MATCH, all of it given back: after a close, and
 	 * when a message is abandoned midway (RSET, abort: freed unclosed) */
-	in_use0 = mem_stats.in_use[MEM_MATCH];
+	in_use0 = mem_in_use(MEM_MATCH);
 	st = match_stream_open(b.ms);
 	CHECK(st != NULL);
-	CHECK(mem_stats.in_use[MEM_MATCH] > in_use0);
+	CHECK(mem_in_use(MEM_MATCH) > in_use0);
 	CHECK(match_stream_size(st) >= fi->stream_bytes);
 	CHECK_EQ_U64(match_stream_feed(b.ms, b.s, st, fmsg, 30), 0);
 	match_stream_free(st);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], in_use0);
+	CHECK_EQ_U64(mem_in_use(MEM_MATCH), in_use0);
 	st = match_stream_open(b.ms);
 	CHECK_EQ_U64(match_stream_feed(b.ms, b.s, st, fmsg, len), 0);
 	match_hits_reset(b.h);
@@ -473,7 +473,7 @@ static void test_full_stream(void)
 	CHECK_EQ_U64(hits_of(&b, "F_END"), 1);
 	CHECK_EQ_U64(match_stream_feed(b.ms, b.s, st, "more", 4), 0);     /* spent: ignored */
 	match_stream_free(st);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], in_use0);
+	CHECK_EQ_U64(mem_in_use(MEM_MATCH), in_use0);
 	CHECK(match_scratch_stats(b.s)->streams > 0);
 	CHECK_EQ_U64(match_scratch_stats(b.s)->hs_errors, 0);
 	/* a stream belongs to the set that opened it */

@@ -14,13 +14,13 @@ int main(void)
 
 	p = mem_alloc(MEM_FLOW, 100);
 	CHECK(p != NULL);
-	CHECK(mem_stats.in_use[MEM_FLOW] >= 100);
+	CHECK(mem_in_use(MEM_FLOW) >= 100);
 	q = mem_realloc(MEM_FLOW, p, 5000);
 	CHECK(q != NULL);
-	CHECK(mem_stats.in_use[MEM_FLOW] >= 5000);
+	CHECK(mem_in_use(MEM_FLOW) >= 5000);
 	mem_free(MEM_FLOW, q);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_FLOW], 0);
-	CHECK(mem_stats.peak[MEM_FLOW] >= 5000);
+	CHECK_EQ_U64(mem_in_use(MEM_FLOW), 0);
+	CHECK(mem_peak(MEM_FLOW) >= 5000);
 	s = mem_strndup(MEM_MISC, "hello world", 5);
 	CHECK_STR(s, "hello");
 	mem_free(MEM_MISC, s);

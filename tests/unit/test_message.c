@@ -1261,7 +1261,7 @@ static void test_reset_and_memory(void)
 		"From: Alice <alice@a.example>\r\nTo: bob@b.example\r\nSubject: hello\r\n"
 		"Message-ID: <1@a.example>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\n"
 		"Hi Bob,\r\nsee http://a.example/x\r\n-- \r\nAlice\r\n";
-	uint64_t in_use0 = mem_stats.in_use[MEM_MESSAGE];
+	uint64_t in_use0 = mem_in_use(MEM_MESSAGE);
 	struct message *m = message_new(NULL, NULL, NULL);
 	size_t n, fresh;
 	char fp1[8192];
@@ -1284,7 +1284,7 @@ static void test_reset_and_memory(void)
 	printf("memory: small message (%zu bytes, 6 headers, 1 URI): %zu bytes held, "
 	       "%llu allocations, MEM_MESSAGE in use %llu (struct message and root part: %zu)\n",
 	       sizeof(small) - 1, message_memory(m), (unsigned long long)message_allocations(m),
-	       (unsigned long long)(mem_stats.in_use[MEM_MESSAGE] - in_use0), fresh);
+	       (unsigned long long)(mem_in_use(MEM_MESSAGE) - in_use0), fresh);
 	snprintf(fp1, sizeof(fp1), "%s", fingerprint(m));
 
 	/* reset and reuse: same result, no new allocation */
@@ -1306,7 +1306,7 @@ static void test_reset_and_memory(void)
 	(void)message_view(m, MESSAGE_VIEW_FULL, &n);
 	CHECK_EQ_U64(n, 0);
 	message_free(m);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_MESSAGE], in_use0);
+	CHECK_EQ_U64(mem_in_use(MEM_MESSAGE), in_use0);
 }
 
 /* The body length (check_body_length) of a multipart message fed one byte at
@@ -1445,7 +1445,7 @@ static void test_tap_and_full_copy(void)
 		"Subject: tap\r\nFrom: a@b.example\r\n\r\nfirst line\r\n.dot kept\r\n"
 		"a line long enough to go past the copy's limit of sixty-four bytes\r\n";
 	size_t len = sizeof(msg) - 1, n;
-	uint64_t in_use0 = mem_stats.in_use[MEM_MESSAGE];
+	uint64_t in_use0 = mem_in_use(MEM_MESSAGE);
 	struct message_limits lim;
 	struct tap_probe a = { .len = 0 }, b = { .len = 0 }, c = { .len = 0 };
 	struct message *m;
@@ -1501,7 +1501,7 @@ static void test_tap_and_full_copy(void)
 	/* free: the last one released too, every byte given back */
 	message_free(m);
 	CHECK_EQ_U64(c.released, 1);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_MESSAGE], in_use0);
+	CHECK_EQ_U64(mem_in_use(MEM_MESSAGE), in_use0);
 }
 
 /* A big base64 attachment costs counters, not memory. */
@@ -1515,7 +1515,7 @@ static void test_big_attachment(void)
 	char line[77];
 	struct message *m = message_new(NULL, NULL, NULL);
 	size_t mem_after_head, lines = 20 * 1024 * 1024 / 76;
-	uint64_t peak0 = mem_stats.peak[MEM_MESSAGE];
+	uint64_t peak0 = mem_peak(MEM_MESSAGE);
 
 	CHECK(m != NULL);
 	if (!m)
@@ -1535,8 +1535,8 @@ static void test_big_attachment(void)
 	CHECK_EQ_U64(message_anomalies(m), 0);
 	printf("big attachment: %zu MB base64 fed, %zu bytes held, peak MEM_MESSAGE %llu\n",
 	       lines * 77 >> 20, message_memory(m),
-	       (unsigned long long)(mem_stats.peak[MEM_MESSAGE] > peak0 ?
-				    mem_stats.peak[MEM_MESSAGE] : peak0));
+	       (unsigned long long)(mem_peak(MEM_MESSAGE) > peak0 ?
+				    mem_peak(MEM_MESSAGE) : peak0));
 	message_free(m);
 }
 

@@ -1002,7 +1002,7 @@ static void test_counters(void)
 
 static uint64_t smtp_mem(void)
 {
-	return mem_stats.in_use[MEM_SMTP];
+	return mem_in_use(MEM_SMTP);
 }
 
 static void feed_str(struct smtp_session *s, int dir, const char *p)

@@ -289,7 +289,7 @@ static void test_path(void)
 	CHECK(has(r, "\"rule\":\"M_RAW\""));
 	free(r);
 	/* from here on MEM_MATCH holds only what lasts (scratch, hits) */
-	base = mem_stats.in_use[MEM_MATCH];
+	base = mem_in_use(MEM_MATCH);
 
 	/* 2. BDAT, then RSET: the transaction is abandoned, its stream freed */
 	say(&c, 1, "MAIL FROM:<>\r\n");
@@ -299,14 +299,14 @@ static void test_path(void)
 	say(&c, 1, "BDAT 40\r\n");
 	send_data(&c, bounce, 40, 40);
 	CHECK(verdict_stream_bytes(v) > 0);
-	CHECK(mem_stats.in_use[MEM_MATCH] > base);
+	CHECK(mem_in_use(MEM_MATCH) > base);
 	say(&c, 0, "250 2.0.0 40 octets received\r\n");
 	say(&c, 1, "RSET\r\n");
 	say(&c, 0, "250 2.0.0 Ok\r\n");
 	CHECK_EQ_U64(verdict_stream_bytes(v), 0);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+	CHECK_EQ_U64(mem_in_use(MEM_MATCH), base);
 	close_session(&c);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+	CHECK_EQ_U64(mem_in_use(MEM_MATCH), base);
 
 	/* 3. a reset in the middle of DATA */
 	open_session(&c, pl, 40002);
@@ -316,7 +316,7 @@ static void test_path(void)
 	CHECK(verdict_stream_bytes(v) > 0);
 	pkt(&c, 1, F_RST, NULL, 0);
 	CHECK_EQ_U64(verdict_stream_bytes(v), 0);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+	CHECK_EQ_U64(mem_in_use(MEM_MATCH), base);
 	r = last_record(rec);
 	CHECK(has(r, "\"status\":\"incomplete\""));
 	free(r);
@@ -329,7 +329,7 @@ static void test_path(void)
 	CHECK(verdict_stream_bytes(v) > 0);
 	pipeline_finish(pl);
 	CHECK_EQ_U64(verdict_stream_bytes(v), 0);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+	CHECK_EQ_U64(mem_in_use(MEM_MATCH), base);
 
 	/* 5. the rules reloaded in the middle of a message: the old rules'
 	 * streams go with them, the message ends without full-rule hits
@@ -396,9 +396,9 @@ static void test_no_full_rules(void)
 	if (!v)
 		return;
 	m = message_new(NULL, NULL, NULL);
-	base = mem_stats.in_use[MEM_MATCH];
+	base = mem_in_use(MEM_MATCH);
 	verdict_begin(v, m);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_MATCH], base);
+	CHECK_EQ_U64(mem_in_use(MEM_MATCH), base);
 	message_feed(m, (const uint8_t *)bounce, sizeof(bounce) - 1);
 	message_end(m);
 	(void)message_view(m, MESSAGE_VIEW_FULL, &n);
@@ -423,7 +423,7 @@ static void test_gap_at_close(void)
 	FILE *rec = tmpfile();
 	struct pipeline *pl;
 	struct conn c;
-	uint64_t smtp0 = mem_stats.in_use[MEM_SMTP], flow0 = mem_stats.in_use[MEM_FLOW];
+	uint64_t smtp0 = mem_in_use(MEM_SMTP), flow0 = mem_in_use(MEM_FLOW);
 
 	CHECK(rec != NULL);
 	if (!rec)
@@ -444,8 +444,8 @@ static void test_gap_at_close(void)
 	pipeline_free(pl);
 	output_fini(&out);
 	fclose(rec);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_SMTP], smtp0);
-	CHECK_EQ_U64(mem_stats.in_use[MEM_FLOW], flow0);
+	CHECK_EQ_U64(mem_in_use(MEM_SMTP), smtp0);
+	CHECK_EQ_U64(mem_in_use(MEM_FLOW), flow0);
 }
 
 int main(void)
