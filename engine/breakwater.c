@@ -95,6 +95,7 @@ static void usage(FILE *f)
 "  --replay-mem SIZE      refuse --replay when holding the capture needs more [2G]\n"
 "  --stage-times          time each stage (decode, flow, reassembly, smtp, message,\n"
 "                         match, storm, output) with the TSC; a stages line in the summary\n"
+"                         (with --workers: their clocks added up, waiting counted as other)\n"
 "rules:\n"
 "  --rules DIR            rule directory (*.cf in name order) or file; may be repeated\n"
 "                         [the rules/ shipped with breakwater]\n"
@@ -875,9 +876,8 @@ static struct verdict *replay_passes(struct replay *rp, struct workers *ws, int 
 
 				if (t - t_last_progress > 0.5) {
 					t_last_progress = t;
-					fprintf(stderr, "\r  pass %u/%u  %5.1f%%  %llu packets   ", k + 1,
-						rp->passes, 100.0 * (double)i / (double)(n ? n : 1),
-						(unsigned long long)pl->stats.packets);
+					fprintf(stderr, "\r  pass %u/%u  %5.1f%%   ", k + 1,
+						rp->passes, 100.0 * (double)i / (double)(n ? n : 1));
 				}
 			}
 		}
@@ -947,7 +947,7 @@ int main(int argc, char **argv)
 	struct verdict *verdict = NULL;
 	struct reload reload = { .running = false };
 	double t_start = mono_s(), t_loop, t_last_progress = 0, cpu_loop;
-	uint64_t file_bytes = 0;
+	uint64_t file_bytes = 0, rx_frames = 0, bursts = 0;
 	bool progress, live, stage_times = false;
 	struct replay rp = { .passes = 0, .mem_cap = REPLAY_MEM_DEFAULT };
 	const char *json_path = NULL;
@@ -1217,19 +1217,21 @@ int main(int argc, char **argv)
 			if (live)
 				usleep(50);
 		}
-		if (progress && (pl->stats.packets & 0x3ff) == 0) {
+		rx_frames += n;
+		if (progress && (++bursts & 63) == 0) {
 			double t = mono_s();
 
 			if (t - t_last_progress > 0.5) {
 				t_last_progress = t;
+				/* what was received: with several workers some is still queued */
 				if (cap.file_size)
 					fprintf(stderr, "\r  %5.1f%%  %llu packets  %.2f Gbit/s   ",
 						100.0 * (double)file_bytes / (double)cap.file_size,
-						(unsigned long long)pl->stats.packets,
-						(double)pl->stats.bytes * 8 / (t - t_loop) / 1e9);
+						(unsigned long long)rx_frames,
+						(double)(file_bytes - 16 * rx_frames) * 8 / (t - t_loop) / 1e9);
 				else
 					fprintf(stderr, "\r  %llu packets   ",
-						(unsigned long long)pl->stats.packets);
+						(unsigned long long)rx_frames);
 			}
 		}
 	}
