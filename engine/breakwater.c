@@ -106,6 +106,10 @@ static void usage(FILE *f)
 "  --workers N            worker threads; flows are spread over them by a hash of their\n"
 "                         endpoints, the receiving thread is worker 0; --max-flows and\n"
 "                         --reasm-memcap are split between them [1]\n"
+"  --rx-queues N          1: the receiving thread sorts flows to the workers; N (the\n"
+"                         number of workers): each worker reads a queue of its own, the\n"
+"                         port spreads flows (--eal: NIC RSS with a symmetric key;\n"
+"                         --iface: af_packet's kernel fanout) [1]\n"
 "  --smtp-ports LIST      ports whose TCP flows are followed [25,587,2525]\n"
 "  --tls-ports LIST       implicit-TLS ports, counted only [465]\n"
 "  --max-flows N          flow table size; the least recently seen flow is evicted [262144]\n"
@@ -441,6 +445,8 @@ struct worker {
 struct workers {
 	unsigned n;
 	struct worker *w;
+	struct capture *cap;         /* per-queue mode: worker k polls queue k */
+	bool per_queue;              /* the port spreads flows (--rx-queues N): no rings */
 	bool live;
 	bool stage_times;
 	int stop;                    /* atomic: no more frames; drain, finish, end */
@@ -502,11 +508,30 @@ static void *worker_main(void *arg)
 	unsigned idle = 0;
 	double cpu0 = thread_cpu_s();
 
+	/* an lcore id of its own: mempool caches for the mbufs it frees (and,
+	 * per queue, receives); without one (all taken) it still works */
+	(void)rte_thread_register();
 	if (ws->stage_times)
 		pipeline_stages_start();
 	for (;;) {
 		uint64_t t0 = rte_rdtsc();
-		unsigned n = rte_ring_sc_dequeue_burst_elem(w->ring, it, sizeof(it[0]), BURST, NULL);
+		unsigned n;
+
+		if (ws->per_queue) {
+			struct rte_mbuf *m[BURST];
+
+			n = capture_rx_queue(ws->cap, (uint16_t)w->id, m, BURST);
+			for (unsigned i = 0; i < n; i++) {
+				it[i].data = rte_pktmbuf_mtod(m[i], const uint8_t *);
+				it[i].m = m[i];
+				it[i].ts_ns = capture_ts_ns(ws->cap, m[i]);
+				it[i].len = rte_pktmbuf_pkt_len(m[i]);
+				it[i].segmented = m[i]->nb_segs > 1;
+				it[i].free_after = 1;
+			}
+		} else {
+			n = rte_ring_sc_dequeue_burst_elem(w->ring, it, sizeof(it[0]), BURST, NULL);
+		}
 
 		if (n) {
 			worker_run(w, it, n);
@@ -526,7 +551,8 @@ static void *worker_main(void *arg)
 			idle = 0;
 			continue;
 		}
-		if (__atomic_load_n(&ws->stop, __ATOMIC_ACQUIRE) && rte_ring_empty(w->ring))
+		if (__atomic_load_n(&ws->stop, __ATOMIC_ACQUIRE) &&
+		    (ws->per_queue || rte_ring_empty(w->ring)))
 			break;
 		if (ws->live)
 			usleep(50);
@@ -538,6 +564,7 @@ static void *worker_main(void *arg)
 	}
 	pipeline_finish(w->pl);
 	pipeline_stages_pause();
+	rte_thread_unregister();
 	w->smtp = smtp_stats;
 	w->clock = pipeline_stages;
 	w->cpu_s = thread_cpu_s() - cpu0;
@@ -558,8 +585,8 @@ static void dispatch(struct workers *ws, const struct work_item *it, unsigned n,
 {
 	struct worker *w0 = &ws->w[0];
 
-	if (ws->n == 1) {
-		worker_run(w0, it, n);
+	if (ws->n == 1 || ws->per_queue) {
+		worker_run(w0, it, n);   /* the port sorted the flows */
 		return;
 	}
 	for (unsigned i = 0; i < n; i++) {
@@ -897,6 +924,7 @@ enum {
 	OPT_SMTP_PORTS, OPT_TLS_PORTS, OPT_MAX_FLOWS, OPT_FLOW_TIMEOUT, OPT_STREAM_MEMCAP,
 	OPT_REASM_MEMCAP, OPT_NO_CSUM, OPT_VERSION, OPT_NO_SMTP, OPT_RULES, OPT_NO_RULES,
 	OPT_REPLAY, OPT_REPLAY_MEM, OPT_STAGE_TIMES, OPT_SUMMARY_JSON, OPT_WORKERS,
+	OPT_RX_QUEUES,
 };
 
 int main(int argc, char **argv)
@@ -927,6 +955,7 @@ int main(int argc, char **argv)
 		{"stage-times", no_argument, NULL, OPT_STAGE_TIMES},
 		{"summary-json", required_argument, NULL, OPT_SUMMARY_JSON},
 		{"workers", required_argument, NULL, OPT_WORKERS},
+		{"rx-queues", required_argument, NULL, OPT_RX_QUEUES},
 		{"version", no_argument, NULL, OPT_VERSION},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -936,7 +965,7 @@ int main(int argc, char **argv)
 	struct capture cap;
 	struct pipeline *pl;
 	struct workers ws = { .n = 1 };
-	unsigned nworkers = 1;
+	unsigned nworkers = 1, rx_queues = 1;
 	struct verdict *wv[WORKERS_MAX];
 	struct run_info ri;
 	const char *out_path = NULL;
@@ -1010,6 +1039,11 @@ int main(int argc, char **argv)
 		case OPT_REPLAY_MEM: rp.mem_cap = parse_size(optarg, "--replay-mem"); break;
 		case OPT_STAGE_TIMES: stage_times = true; break;
 		case OPT_SUMMARY_JSON: json_path = optarg; break;
+		case OPT_RX_QUEUES:
+			rx_queues = (unsigned)parse_uint(optarg, "--rx-queues", WORKERS_MAX);
+			if (!rx_queues)
+				die_usage("%s must be at least 1", "--rx-queues");
+			break;
 		case OPT_WORKERS:
 			nworkers = (unsigned)parse_uint(optarg, "--workers", WORKERS_MAX);
 			if (!nworkers)
@@ -1028,6 +1062,14 @@ int main(int argc, char **argv)
 				     : "nothing to read: give --pcap FILE or --iface IF");
 	if (rp.passes && ccfg.source != CAPTURE_PCAP)
 		die_usage("%s", "--replay replays a capture file: give --pcap FILE");
+	if (rx_queues > 1 && rx_queues != nworkers)
+		die_usage("%s", "--rx-queues is 1 (flows sorted in software) or the number of --workers");
+	if (rx_queues > 1 && ccfg.source == CAPTURE_PCAP)
+		die_usage("%s", "--rx-queues: a capture file is read on one queue");
+	ccfg.rx_queues = (uint16_t)rx_queues;
+	if (rx_queues == 1 && !rp.passes)
+		/* frames waiting in the workers' queues hold mbufs */
+		ccfg.extra_mbufs = (nworkers - 1) * (WORKER_RING + BURST + 256);
 	if (pcfg.dump_dir) {
 		struct stat st;
 
@@ -1104,6 +1146,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	ws.n = nworkers;
+	ws.cap = &cap;
+	ws.per_queue = cap.nb_rxq > 1;
 	ws.live = ccfg.source != CAPTURE_PCAP;
 	ws.stage_times = stage_times;
 	workers_assign(&ws);
@@ -1130,10 +1174,10 @@ int main(int argc, char **argv)
 		w->pl = pipeline_new(&pcfg, cap.linktype, &w->out);
 		w->linear = malloc(LINEAR_MAX);
 		snprintf(name, sizeof(name), "bw_worker%u", k);
-		if (k)
+		if (k && !ws.per_queue)
 			w->ring = rte_ring_create_elem(name, sizeof(struct work_item), WORKER_RING,
 						       (int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
-		if (!w->pl || !w->linear || (k && !w->ring)) {
+		if (!w->pl || !w->linear || (k && !ws.per_queue && !w->ring)) {
 			fprintf(stderr, "breakwater: out of memory setting up worker %u\n", k);
 			capture_close(&cap);
 			return 1;

@@ -546,7 +546,9 @@ int capture_open(struct capture *c, const struct capture_config *cfg,
 	struct rte_eth_conf port_conf;
 	struct rte_eth_dev_info info;
 	uint16_t nb_ports;
-	unsigned nb_mbufs = cfg->nb_mbufs ? cfg->nb_mbufs : DEFAULT_MBUFS;
+	uint16_t nrxq = cfg->rx_queues > 1 ? cfg->rx_queues : 1;
+	unsigned nb_mbufs = cfg->nb_mbufs ? cfg->nb_mbufs :
+			    DEFAULT_MBUFS + cfg->extra_mbufs + (nrxq - 1u) * (RX_DESC + MBUF_CACHE);
 	uint16_t room = cfg->mbuf_data_room ? cfg->mbuf_data_room : RTE_MBUF_DEFAULT_BUF_SIZE;
 
 	memset(c, 0, sizeof(*c));
@@ -554,6 +556,10 @@ int capture_open(struct capture *c, const struct capture_config *cfg,
 	c->ts_offset = -1;
 	c->linktype = DLT_EN10MB;
 
+	if (cfg->source == CAPTURE_PCAP && nrxq > 1) {
+		set_err(err, errlen, "a capture file is read on one receive queue");
+		return -1;
+	}
 	if (cfg->source == CAPTURE_PCAP) {
 		struct stat st;
 
@@ -602,8 +608,8 @@ int capture_open(struct capture *c, const struct capture_config *cfg,
 		argv[argc++] = s_vdev;
 	} else if (cfg->source == CAPTURE_IFACE) {
 		add_pmd(argv, &argc, s_pmd[2], sizeof(s_pmd[2]), "librte_net_af_packet.so");
-		snprintf(s_vdev, sizeof(s_vdev), "--vdev=net_af_packet0,iface=%s,qpairs=1",
-			 cfg->iface);
+		snprintf(s_vdev, sizeof(s_vdev), "--vdev=net_af_packet0,iface=%s,qpairs=%u",
+			 cfg->iface, (unsigned)nrxq);
 		argv[argc++] = s_vdev;
 	} else {
 		char *tok, *save = NULL;
@@ -650,20 +656,56 @@ int capture_open(struct capture *c, const struct capture_config *cfg,
 	}
 
 	memset(&port_conf, 0, sizeof(port_conf));
+	memset(&info, 0, sizeof(info));
 	if (rte_eth_dev_info_get(c->port, &info) == 0 &&
 	    (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_TIMESTAMP))
 		port_conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_TIMESTAMP;
-	ret = rte_eth_dev_configure(c->port, 1, 1, &port_conf);
+	if (nrxq > 1 && info.max_rx_queues < nrxq) {
+		set_err(err, errlen, "port %u has %u receive queues, %u asked for: use fewer "
+			"workers or --rx-queues 1 (flows sorted in software)", c->port,
+			(unsigned)info.max_rx_queues, (unsigned)nrxq);
+		goto fail_pool;
+	}
+	if (nrxq > 1 && raw) {
+		/* RSS over the IP addresses and TCP ports with a key that makes
+		 * the Toeplitz hash symmetric (0x6d5a repeated, as in "Scalable
+		 * TCP Session Monitoring with Symmetric Receive-side Scaling",
+		 * Woo and Park): both directions of a flow reach one queue */
+		static uint8_t sym_key[64];
+		uint64_t hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP) & info.flow_type_rss_offloads;
+
+		for (size_t i = 0; i < sizeof(sym_key); i += 2) {
+			sym_key[i] = 0x6d;
+			sym_key[i + 1] = 0x5a;
+		}
+		if (!hf) {
+			set_err(err, errlen, "port %u cannot spread TCP flows over queues (no RSS): "
+				"use --rx-queues 1 (flows sorted in software)", c->port);
+			goto fail_pool;
+		}
+		port_conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+		port_conf.rx_adv_conf.rss_conf.rss_key = sym_key;
+		/* the port's own key size (40 or 52 bytes on common NICs) */
+		port_conf.rx_adv_conf.rss_conf.rss_key_len =
+			info.hash_key_size && info.hash_key_size <= sizeof(sym_key) ?
+			info.hash_key_size : 40;
+		port_conf.rx_adv_conf.rss_conf.rss_hf = hf;
+	}
+	ret = rte_eth_dev_configure(c->port, nrxq, 1, &port_conf);
 	if (ret < 0) {
 		set_err(err, errlen, "cannot configure port %u: %s", c->port, rte_strerror(-ret));
 		goto fail_pool;
 	}
-	ret = rte_eth_rx_queue_setup(c->port, 0, RX_DESC, rte_eth_dev_socket_id(c->port),
-				     NULL, c->pool);
-	if (ret < 0) {
-		set_err(err, errlen, "cannot set up rx queue: %s", rte_strerror(-ret));
-		goto fail_pool;
+	for (uint16_t q = 0; q < nrxq; q++) {
+		ret = rte_eth_rx_queue_setup(c->port, q, RX_DESC, rte_eth_dev_socket_id(c->port),
+					     NULL, c->pool);
+		if (ret < 0) {
+			set_err(err, errlen, "cannot set up rx queue %u: %s", (unsigned)q,
+				rte_strerror(-ret));
+			goto fail_pool;
+		}
 	}
+	c->nb_rxq = nrxq;
 	ret = rte_eth_tx_queue_setup(c->port, 0, 64, rte_eth_dev_socket_id(c->port), NULL);
 	if (ret < 0) {
 		set_err(err, errlen, "cannot set up tx queue: %s", rte_strerror(-ret));
@@ -707,6 +749,12 @@ uint16_t capture_rx(struct capture *c, struct rte_mbuf **pkts, uint16_t n)
 	else
 		c->empty_polls++;
 	return got;
+}
+
+uint16_t capture_rx_queue(const struct capture *c, uint16_t q, struct rte_mbuf **pkts,
+			  uint16_t n)
+{
+	return rte_eth_rx_burst(c->port, q, pkts, n);
 }
 
 bool capture_eof(struct capture *c)

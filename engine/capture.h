@@ -39,6 +39,11 @@ struct capture_config {
 	const char *eal_args;        /* CAPTURE_EAL: space-separated EAL arguments */
 	uint16_t port_id;            /* CAPTURE_EAL: which port to read */
 	unsigned nb_mbufs;           /* 0: default */
+	unsigned extra_mbufs;        /* added to the default: mbufs held in worker queues */
+	uint16_t rx_queues;          /* receive queues (0, 1: one). CAPTURE_EAL: spread by the
+				      * NIC's RSS with a symmetric key (both directions of a
+				      * flow on one queue); CAPTURE_IFACE: af_packet qpairs
+				      * (the kernel's fanout hash); CAPTURE_PCAP: one only */
 	uint16_t mbuf_data_room;     /* bytes per mbuf, headroom included; 0: DPDK's default */
 	int verbose;                 /* >0: let the EAL log at info level */
 	const char *prog;            /* argv[0], for the EAL */
@@ -47,6 +52,7 @@ struct capture_config {
 struct capture {
 	enum capture_source source;
 	uint16_t port;
+	uint16_t nb_rxq;             /* receive queues set up */
 	struct rte_mempool *pool;
 	int linktype;                /* a DLT_* value from <pcap/dlt.h> */
 	int ts_offset;               /* mbuf dynfield offset of the rx timestamp, or -1 */
@@ -63,8 +69,14 @@ struct capture {
 int capture_open(struct capture *c, const struct capture_config *cfg,
 		 char *err, size_t errlen);
 
-/* Receives up to n packets into pkts; the caller owns and frees them. */
+/* Receives up to n packets of queue 0 into pkts; the caller owns and frees
+ * them. */
 uint16_t capture_rx(struct capture *c, struct rte_mbuf **pkts, uint16_t n);
+
+/* The same for queue q (< nb_rxq), from the thread that polls q (one thread
+ * per queue); counts nothing in c. */
+uint16_t capture_rx_queue(const struct capture *c, uint16_t q, struct rte_mbuf **pkts,
+			  uint16_t n);
 
 /* True once a replay has delivered its whole file (checked after a burst
  * that returned 0 packets). Live sources never end by themselves. */
