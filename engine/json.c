@@ -180,7 +180,7 @@ static void escape(struct json *j, const char *str, size_t n)
 	putc1(j, '"');
 }
 
-void json_key(struct json *j, const char *key)
+void json_key_any(struct json *j, const char *key)
 {
 	size_t n = strlen(key), i = 0;
 

@@ -76,6 +76,10 @@ struct hdr_table {
 	struct message_buf store;
 	struct hdr_slot *slots;
 	uint32_t n, cap, max;
+	/* not kept (nobody reads them), only counted against the limits, so
+	 * a limit's anomaly does not depend on the rules loaded */
+	uint32_t dry_n;
+	size_t dry_len;
 };
 
 struct message {
@@ -91,6 +95,7 @@ struct message {
 	uint8_t keep_full;            /* the tap asked for the raw copy */
 	uint8_t no_uris;              /* no one reads the URI list: do not build it */
 	uint8_t no_text;              /* no one reads the text views: produce none */
+	uint8_t no_part_headers;      /* no one reads MIME parts' headers: count, do not keep */
 	uint64_t cur_line_len;        /* of the logical line being cut */
 	uint64_t pos;                 /* bytes of the lines routed so far (line ends 1) */
 	uint64_t piece_len;           /* of the line being routed, its end included */
@@ -1290,8 +1295,9 @@ static int32_t hdr_keep(struct message *m, struct message_buf *store, struct hdr
 			uint32_t part)
 {
 	size_t need = (size_t)h->name_len + h->raw_len + h->value_len + 3;
-	int same = h->decoded_len == h->value_len &&
-		   memcmp(h->decoded, h->value, h->value_len) == 0;
+	int same = h->decoded == h->value ||   /* no encoded word: the same text */
+		   (h->decoded_len == h->value_len &&
+		    memcmp(h->decoded, h->value, h->value_len) == 0);
 	struct hdr_slot *s;
 	const char *b;
 	uint8_t *old;
@@ -1363,8 +1369,26 @@ static int32_t hdr_store(struct message *m, const struct message_header *h)
 /* Keeps a copy of header h of MIME part `part` (not the root). */
 static void part_hdr_store(struct message *m, const struct message_header *h, uint32_t part)
 {
-	int32_t r = hdr_keep(m, &m->ph.store, &m->ph.slots, &m->ph.n, &m->ph.cap, m->ph.max, h,
-			     part);
+	int32_t r;
+
+	if (m->no_part_headers) {
+		/* what hdr_keep() would take, against the same limits */
+		size_t need = (size_t)h->name_len + h->raw_len + h->value_len + 3;
+
+		if (h->decoded != h->value)
+			need += (size_t)h->decoded_len + 1;
+		if (m->ph.n + m->ph.dry_n >= m->ph.max) {
+			r = KEEP_OVER_COUNT;
+		} else if (need > (size_t)m->ph.store.max - m->ph.store.len - m->ph.dry_len) {
+			r = KEEP_OVER_STORE;
+		} else {
+			m->ph.dry_n++;
+			m->ph.dry_len += need;
+			return;
+		}
+	} else {
+		r = hdr_keep(m, &m->ph.store, &m->ph.slots, &m->ph.n, &m->ph.cap, m->ph.max, h, part);
+	}
 
 	if (r >= 0)
 		return;
@@ -1899,6 +1923,8 @@ static void state_clear(struct message *m)
 	m->to_count = m->cc_count = 0;
 	m->ph.store.len = 0;
 	m->ph.n = 0;
+	m->ph.dry_n = 0;
+	m->ph.dry_len = 0;
 	m->nparts = 0;
 	m->nframes = 0;
 	m->leaf = -1;
@@ -2021,6 +2047,11 @@ void message_want_uris(struct message *m, bool want)
 void message_want_text(struct message *m, bool want)
 {
 	m->no_text = !want;
+}
+
+void message_want_part_headers(struct message *m, bool want)
+{
+	m->no_part_headers = !want;
 }
 
 uint64_t message_body_length(const struct message *m)
@@ -2286,7 +2317,7 @@ int message_validate(const struct message *m, const char **why)
 	}
 	if (m->ph.n > m->ph.cap || m->ph.n > m->ph.max)
 		FAIL("part header count");
-	if (m->c.part_headers != m->ph.n + m->c.part_headers_dropped)
+	if (m->c.part_headers != m->ph.n + m->ph.dry_n + m->c.part_headers_dropped)
 		FAIL("part headers seen != stored + dropped");
 	for (uint32_t i = 0; i < m->ph.n; i++) {
 		const struct hdr_slot *s = &m->ph.slots[i];

@@ -264,6 +264,13 @@ void message_want_uris(struct message *m, bool want);
  * without body, rawbody or uri rules (or no rules). Set before the first
  * feed; kept across message_reset(). */
 void message_want_text(struct message *m, bool want);
+/* Whether the headers of MIME parts other than the message itself are kept
+ * (message_part_header_at(); default: yes). Off, they are parsed for the
+ * part's own fields (type, charset, name) and counted against the part
+ * header limits (so part_headers_cut does not depend on it), not kept: for
+ * rules without mimeheader rules. Set before the first feed; kept across
+ * message_reset(). */
+void message_want_part_headers(struct message *m, bool want);
 /* Bytes of the message body (after the header block's blank line) fed so far,
  * line ends counted as one byte (SpamAssassin's pristine_body_length of the
  * message stored with LF line ends); 0 before the headers end. */

@@ -126,6 +126,8 @@ static void tx_data_begin(void *user, const struct smtp_tx *tx)
 		/* and text (HTML rendered, views kept) only for rules that read
 		 * it: with none, MIME is still decoded for the record */
 		message_want_text(a->msg, verdict_wants_text(a->pl->verdict));
+		/* and MIME parts' headers only for mimeheader rules */
+		message_want_part_headers(a->msg, verdict_wants_mimeheaders(a->pl->verdict));
 		if (a->pl->verdict)
 			verdict_begin(a->pl->verdict, a->msg);
 	}

@@ -611,8 +611,8 @@ void verdict_build_views(struct verdict *v, const struct message *m, const struc
 		mm.nuris = nu;
 	}
 	/* mimeheader: the message's own headers are part 0's, then every
-	 * other part's (message order, so by part) */
-	{
+	 * other part's (message order, so by part); only for mimeheader rules */
+	if (verdict_wants_mimeheaders(v)) {
 		uint32_t np = message_part_header_count(m), n = 0;
 
 		if (mem_grow(MEM_RULES, (void **)&v->mhdrs, &v->cap_mhdrs, nh + np ? nh + np : 1,
@@ -865,6 +865,11 @@ void verdict_set_event_sink(struct verdict *v,
 bool verdict_wants_uris(const struct verdict *v)
 {
 	return v && v->rules->counts.by_type[RULE_TYPE_URI] > 0;
+}
+
+bool verdict_wants_mimeheaders(const struct verdict *v)
+{
+	return v && v->rules->counts.by_type[RULE_TYPE_MIMEHEADER] > 0;
 }
 
 bool verdict_wants_text(const struct verdict *v)

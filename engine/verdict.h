@@ -122,6 +122,9 @@ bool verdict_adopt_storm(struct verdict *nv, struct verdict *old);
 void verdict_advance(struct verdict *v, uint64_t now);
 /* Whether the loaded rules read the URI list (uri rules). */
 bool verdict_wants_uris(const struct verdict *v);
+/* Whether the loaded rules have mimeheader rules (the headers of every MIME
+ * part kept and viewed). */
+bool verdict_wants_mimeheaders(const struct verdict *v);
 /* Whether the loaded rules read the text views (body, rawbody, uri rules,
  * or the body fingerprint of a track rule). */
 bool verdict_wants_text(const struct verdict *v);

@@ -1407,6 +1407,52 @@ static void test_body_length(void)
 		CHECK_EQ_U64(message_uri_count(m), 0);
 		message_want_text(m, true);
 	}
+	/* MIME parts' headers not kept (no mimeheader rules): the same parts
+	 * and part fields, the same counters, the same part_headers_cut at the
+	 * same limit; only the kept list is empty */
+	{
+		static const char u[] =
+			"Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+			"--b\r\nContent-Type: text/plain; charset=us-ascii\r\nX-A: 1\r\n\r\nhi\r\n"
+			"--b\r\nContent-Type: application/pdf; name=a.pdf\r\nX-B: =?utf-8?q?=C3=A9?=\r\n"
+			"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0x\r\n--b--\r\n";
+		struct message_limits lim;
+		struct message *pm;
+		uint64_t anom[2], ph[2], phd[2];
+		uint32_t parts[2], kept[2];
+		char name[2][256];
+		const char *why = NULL;
+
+		message_limits_default(&lim);
+		lim.max_part_headers = 3;        /* 5 part headers: 2 over */
+		pm = message_new(&lim, NULL, NULL);
+		CHECK(pm != NULL);
+		for (int keep = 1; pm && keep >= 0; keep--) {
+			message_want_part_headers(pm, keep);
+			message_reset(pm);
+			message_feed(pm, (const uint8_t *)u, sizeof(u) - 1);
+			message_end(pm);
+			CHECK(message_validate(pm, &why) == 0);
+			anom[keep] = message_anomalies(pm);
+			ph[keep] = message_counters(pm)->part_headers;
+			phd[keep] = message_counters(pm)->part_headers_dropped;
+			parts[keep] = message_part_count(pm);
+			kept[keep] = message_part_header_count(pm);
+			snprintf(name[keep], sizeof(name[keep]), "%s",
+				 parts[keep] > 2 ? message_part_at(pm, 2)->name : "");
+		}
+		CHECK_EQ_U64(anom[0], anom[1]);
+		CHECK(anom[0] & (1ull << MESSAGE_ANOM_PART_HEADERS_CUT));
+		CHECK_EQ_U64(ph[0], ph[1]);
+		CHECK_EQ_U64(ph[0], 5);
+		CHECK_EQ_U64(phd[0], phd[1]);
+		CHECK_EQ_U64(phd[0], 2);
+		CHECK_EQ_U64(parts[0], parts[1]);
+		CHECK_EQ_U64(kept[1], 3);
+		CHECK_EQ_U64(kept[0], 0);
+		CHECK(strcmp(name[0], "a.pdf") == 0 && strcmp(name[1], "a.pdf") == 0);
+		message_free(pm);
+	}
 	message_reset(m);
 	message_feed(m, (const uint8_t *)"Subject: x\r\nFrom: y", strlen("Subject: x\r\nFrom: y"));
 	message_end(m);
