@@ -96,6 +96,7 @@ struct message {
 	uint8_t no_uris;              /* no one reads the URI list: do not build it */
 	uint8_t no_text;              /* no one reads the text views: produce none */
 	uint8_t no_part_headers;      /* no one reads MIME parts' headers: count, do not keep */
+	uint8_t no_headers;           /* no one reads the header list: keep only the fields */
 	uint64_t cur_line_len;        /* of the logical line being cut */
 	uint64_t pos;                 /* bytes of the lines routed so far (line ends 1) */
 	uint64_t piece_len;           /* of the line being routed, its end included */
@@ -122,6 +123,8 @@ struct message {
 	struct message_buf scratch;   /* unfolded and decoded value of one header */
 	struct hdr_slot *hdrs;
 	uint32_t nhdrs, hdrs_cap;
+	uint32_t hdrs_dry_n;          /* not kept (no_headers), counted against the limits */
+	size_t hdrs_dry_len;
 	int32_t field[MESSAGE_FIELD_MAX];
 	int32_t first_received;
 	uint32_t received;
@@ -835,7 +838,12 @@ static void leaf_line(struct message *m, const uint8_t *p, size_t n, int eol)
 		break;
 	}
 	default:
-		if (nl && n <= LEAF_JOIN_MAX) {
+		if ((m->leaf_mode != LEAF_TEXT && m->leaf_mode != LEAF_HTML) ||
+		    (m->no_text && m->conv.cs != MIME_CS_ICONV)) {
+			/* the bytes go nowhere (leaf_decoded would only count
+			 * them): count them here, without joining the newline */
+			part->decoded_size += n + (nl ? 1 : 0);
+		} else if (nl && n <= LEAF_JOIN_MAX) {
 			uint8_t buf[1 + LEAF_JOIN_MAX];
 
 			buf[0] = '\n';
@@ -1292,7 +1300,7 @@ enum { KEEP_OVER_COUNT = -1, KEEP_OVER_STORE = -2, KEEP_NO_MEMORY = -3 };
  * (counted in alloc_fail); the caller counts the refusal. */
 static int32_t hdr_keep(struct message *m, struct message_buf *store, struct hdr_slot **slots,
 			uint32_t *n, uint32_t *cap, uint32_t max, const struct message_header *h,
-			uint32_t part)
+			uint32_t part, uint32_t dry_n, size_t dry_len)
 {
 	size_t need = (size_t)h->name_len + h->raw_len + h->value_len + 3;
 	int same = h->decoded == h->value ||   /* no encoded word: the same text */
@@ -1304,10 +1312,11 @@ static int32_t hdr_keep(struct message *m, struct message_buf *store, struct hdr
 
 	if (!same)
 		need += (size_t)h->decoded_len + 1;
-	if (*n >= max)
+	if (*n + dry_n >= max)
 		return KEEP_OVER_COUNT;
-	if (need > (size_t)store->max - store->len)
+	if (need > (size_t)store->max - store->len - dry_len)
 		return KEEP_OVER_STORE;
+
 	switch (mem_grow(MEM_MESSAGE, (void **)slots, cap, *n + 1, sizeof(**slots), 16, max)) {
 	case -1:
 		m->c.alloc_fail++;
@@ -1349,13 +1358,41 @@ static int32_t hdr_keep(struct message *m, struct message_buf *store, struct hdr
 	return (int32_t)(*n)++;
 }
 
-/* Keeps a copy of top-level header h in the store. Returns its slot index
- * or -1 (over max_headers or max_header_store, or out of memory: counted). */
-static int32_t hdr_store(struct message *m, const struct message_header *h)
+/* Store bytes hdr_keep() takes for h. */
+static size_t hdr_need(const struct message_header *h)
 {
-	int32_t r = hdr_keep(m, &m->hstore, &m->hdrs, &m->nhdrs, &m->hdrs_cap, m->lim.max_headers,
-			     h, 0);
+	size_t need = (size_t)h->name_len + h->raw_len + h->value_len + 3;
 
+	if (h->decoded != h->value)
+		need += (size_t)h->decoded_len + 1;
+	return need;
+}
+
+/* Keeps a copy of top-level header h in the store. Returns its slot index,
+ * -2 when it was only counted (no_headers and not needed: not kept, but
+ * counted against the same limits, so the record and its anomalies do not
+ * depend on the rules), or -1 (over max_headers or max_header_store, or
+ * out of memory: counted). */
+static int32_t hdr_store(struct message *m, const struct message_header *h, int needed)
+{
+	int32_t r;
+
+	if (m->no_headers && !needed) {
+		size_t need = hdr_need(h);
+
+		if (m->nhdrs + m->hdrs_dry_n >= m->lim.max_headers) {
+			r = KEEP_OVER_COUNT;
+		} else if (need > (size_t)m->hstore.max - m->hstore.len - m->hdrs_dry_len) {
+			r = KEEP_OVER_STORE;
+		} else {
+			m->hdrs_dry_n++;
+			m->hdrs_dry_len += need;
+			return -2;
+		}
+	} else {
+		r = hdr_keep(m, &m->hstore, &m->hdrs, &m->nhdrs, &m->hdrs_cap, m->lim.max_headers,
+			     h, 0, m->hdrs_dry_n, m->hdrs_dry_len);
+	}
 	if (r >= 0)
 		return r;
 	if (r == KEEP_OVER_COUNT)
@@ -1373,10 +1410,8 @@ static void part_hdr_store(struct message *m, const struct message_header *h, ui
 
 	if (m->no_part_headers) {
 		/* what hdr_keep() would take, against the same limits */
-		size_t need = (size_t)h->name_len + h->raw_len + h->value_len + 3;
+		size_t need = hdr_need(h);
 
-		if (h->decoded != h->value)
-			need += (size_t)h->decoded_len + 1;
 		if (m->ph.n + m->ph.dry_n >= m->ph.max) {
 			r = KEEP_OVER_COUNT;
 		} else if (need > (size_t)m->ph.store.max - m->ph.store.len - m->ph.dry_len) {
@@ -1387,7 +1422,8 @@ static void part_hdr_store(struct message *m, const struct message_header *h, ui
 			return;
 		}
 	} else {
-		r = hdr_keep(m, &m->ph.store, &m->ph.slots, &m->ph.n, &m->ph.cap, m->ph.max, h, part);
+		r = hdr_keep(m, &m->ph.store, &m->ph.slots, &m->ph.n, &m->ph.cap, m->ph.max, h, part,
+			     0, 0);
 	}
 
 	if (r >= 0)
@@ -1512,10 +1548,13 @@ static void hdr_finish(struct message *m)
 		return;
 	}
 	{
-		int32_t slot = hdr_store(m, &h);
 		int f = field_of(name, nl);
+		int rcvd = nl == 8 && strncasecmp(name, "received", 8) == 0;
+		/* kept even when no one reads the list: the record's fields
+		 * and the first Received line */
+		int32_t slot = hdr_store(m, &h, f >= 0 || (rcvd && m->received == 0));
 
-		if (nl == 8 && strncasecmp(name, "received", 8) == 0) {
+		if (rcvd) {
 			m->received++;
 			m->c.received++;
 			if (m->received == 1)
@@ -1914,6 +1953,8 @@ static void state_clear(struct message *m)
 	m->hdr_active = 0;
 	m->hdr_cut = 0;
 	m->hstore.len = 0;
+	m->hdrs_dry_n = 0;
+	m->hdrs_dry_len = 0;
 	m->scratch.len = 0;
 	m->nhdrs = 0;
 	for (int f = 0; f < MESSAGE_FIELD_MAX; f++)
@@ -2052,6 +2093,11 @@ void message_want_text(struct message *m, bool want)
 void message_want_part_headers(struct message *m, bool want)
 {
 	m->no_part_headers = !want;
+}
+
+void message_want_headers(struct message *m, bool want)
+{
+	m->no_headers = !want;
 }
 
 uint64_t message_body_length(const struct message *m)
@@ -2295,7 +2341,7 @@ int message_validate(const struct message *m, const char **why)
 		FAIL("header over max_header_bytes");
 	if (m->nhdrs > m->hdrs_cap || m->nhdrs > m->lim.max_headers)
 		FAIL("header count");
-	if (m->c.headers != m->nhdrs + m->c.headers_dropped)
+	if (m->c.headers != m->nhdrs + m->hdrs_dry_n + m->c.headers_dropped)
 		FAIL("headers seen != stored + dropped");
 	for (uint32_t i = 0; i < m->nhdrs; i++) {
 		const struct hdr_slot *s = &m->hdrs[i];

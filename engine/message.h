@@ -271,6 +271,14 @@ void message_want_text(struct message *m, bool want);
  * rules without mimeheader rules. Set before the first feed; kept across
  * message_reset(). */
 void message_want_part_headers(struct message *m, bool want);
+/* Whether every top-level header is kept for message_header_at() (default:
+ * yes). Off, only the headers the record reads are kept (the named fields,
+ * the first Received line); the others are parsed (RFC 2047, To/Cc
+ * counts) and counted against max_headers and max_header_store as if
+ * kept, so fields, counters and anomalies do not change: for no header or
+ * mimeheader rules (or none). Set before the first feed; kept across
+ * message_reset(). */
+void message_want_headers(struct message *m, bool want);
 /* Bytes of the message body (after the header block's blank line) fed so far,
  * line ends counted as one byte (SpamAssassin's pristine_body_length of the
  * message stored with LF line ends); 0 before the headers end. */

@@ -128,6 +128,8 @@ static void tx_data_begin(void *user, const struct smtp_tx *tx)
 		message_want_text(a->msg, verdict_wants_text(a->pl->verdict));
 		/* and MIME parts' headers only for mimeheader rules */
 		message_want_part_headers(a->msg, verdict_wants_mimeheaders(a->pl->verdict));
+		/* and the whole header list only for header rules */
+		message_want_headers(a->msg, verdict_wants_headers(a->pl->verdict));
 		if (a->pl->verdict)
 			verdict_begin(a->pl->verdict, a->msg);
 	}

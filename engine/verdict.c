@@ -867,6 +867,12 @@ bool verdict_wants_uris(const struct verdict *v)
 	return v && v->rules->counts.by_type[RULE_TYPE_URI] > 0;
 }
 
+bool verdict_wants_headers(const struct verdict *v)
+{
+	return v && (v->rules->counts.by_type[RULE_TYPE_HEADER] > 0 ||
+		     v->rules->counts.by_type[RULE_TYPE_MIMEHEADER] > 0);
+}
+
 bool verdict_wants_mimeheaders(const struct verdict *v)
 {
 	return v && v->rules->counts.by_type[RULE_TYPE_MIMEHEADER] > 0;

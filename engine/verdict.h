@@ -125,6 +125,8 @@ bool verdict_wants_uris(const struct verdict *v);
 /* Whether the loaded rules have mimeheader rules (the headers of every MIME
  * part kept and viewed). */
 bool verdict_wants_mimeheaders(const struct verdict *v);
+/* Whether they read the header list (header or mimeheader rules). */
+bool verdict_wants_headers(const struct verdict *v);
 /* Whether the loaded rules read the text views (body, rawbody, uri rules,
  * or the body fingerprint of a track rule). */
 bool verdict_wants_text(const struct verdict *v);

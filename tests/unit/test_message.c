@@ -1453,6 +1453,65 @@ static void test_body_length(void)
 		CHECK(strcmp(name[0], "a.pdf") == 0 && strcmp(name[1], "a.pdf") == 0);
 		message_free(pm);
 	}
+	/* the header list not kept (no header rules): the same fields, first
+	 * Received, counts and anomalies, at a header-count limit that cuts
+	 * the Cc; only the list holds fewer */
+	{
+		static const char u[] =
+			"Received: from a\r\nReceived: from b\r\nX-Spam: =?utf-8?q?=C3=A9?=\r\n"
+			"From: Al <al@a.example>\r\nX-Other: 1\r\nTo: b@b.example, c@c.example\r\n"
+			"Subject: =?iso-8859-1?q?caf=E9?=\r\nX-More: 2\r\nCc: d@d.example\r\n\r\nbody\r\n";
+		struct message_limits lim;
+		struct message *hm;
+		uint64_t anom[2], hdrs[2], drop[2], rcv[2];
+		uint32_t kept[2], to[2], cc[2];
+		char subj[2][64], from[2][64], first[2][64];
+		const char *why = NULL;
+
+		message_limits_default(&lim);
+		lim.max_headers = 8;             /* 9 headers: the Cc is cut */
+		hm = message_new(&lim, NULL, NULL);
+		CHECK(hm != NULL);
+		for (int keep = 1; hm && keep >= 0; keep--) {
+			const char *v;
+
+			message_want_headers(hm, keep);
+			message_reset(hm);
+			message_feed(hm, (const uint8_t *)u, sizeof(u) - 1);
+			message_end(hm);
+			CHECK(message_validate(hm, &why) == 0);
+			anom[keep] = message_anomalies(hm);
+			hdrs[keep] = message_counters(hm)->headers;
+			drop[keep] = message_counters(hm)->headers_dropped;
+			rcv[keep] = message_received_count(hm);
+			kept[keep] = message_header_count(hm);
+			to[keep] = message_to_count(hm);
+			cc[keep] = message_cc_count(hm);
+			v = message_field(hm, MESSAGE_FIELD_SUBJECT);
+			snprintf(subj[keep], sizeof(subj[keep]), "%s", v ? v : "(none)");
+			v = message_field(hm, MESSAGE_FIELD_FROM);
+			snprintf(from[keep], sizeof(from[keep]), "%s", v ? v : "(none)");
+			v = message_first_received(hm);
+			snprintf(first[keep], sizeof(first[keep]), "%s", v ? v : "(none)");
+		}
+		CHECK_EQ_U64(anom[0], anom[1]);
+		CHECK(anom[0] & (1ull << MESSAGE_ANOM_TOO_MANY_HEADERS));
+		CHECK_EQ_U64(hdrs[0], hdrs[1]);
+		CHECK_EQ_U64(hdrs[0], 9);
+		CHECK_EQ_U64(drop[0], drop[1]);
+		CHECK_EQ_U64(drop[0], 1);
+		CHECK_EQ_U64(rcv[0], rcv[1]);
+		CHECK_EQ_U64(rcv[0], 2);
+		CHECK_EQ_U64(to[0], to[1]);
+		CHECK_EQ_U64(to[0], 2);
+		CHECK_EQ_U64(cc[0], cc[1]);
+		CHECK_EQ_U64(kept[1], 8);
+		CHECK_EQ_U64(kept[0], 4);        /* first Received, From, To, Subject */
+		CHECK(strcmp(subj[0], subj[1]) == 0 && strcmp(subj[0], "caf\xc3\xa9") == 0);
+		CHECK(strcmp(from[0], from[1]) == 0);
+		CHECK(strcmp(first[0], first[1]) == 0 && strcmp(first[0], "from a") == 0);
+		message_free(hm);
+	}
 	message_reset(m);
 	message_feed(m, (const uint8_t *)"Subject: x\r\nFrom: y", strlen("Subject: x\r\nFrom: y"));
 	message_end(m);
