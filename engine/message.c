@@ -110,6 +110,8 @@ struct message {
 	struct message_buf hdr;       /* "Name: value" of the header being read */
 	uint8_t hdr_active;
 	uint8_t hdr_cut;
+	uint8_t hdr_folded;           /* the header being read has a continuation line */
+	uint32_t hdr_colon;           /* offset of its name's colon in hdr */
 	int32_t ent_part;             /* -1: not recorded */
 	uint32_t ent_headers;
 	uint16_t ent_ctype_len, ent_cte_len, ent_cdisp_len;
@@ -1463,7 +1465,9 @@ static void hdr_finish(struct message *m)
 		return;
 	name = (char *)m->hdr.p;
 	m->hdr.p[m->hdr.len] = '\0';
-	raw = memchr(name, ':', m->hdr.len);  /* header_line() saw one */
+	/* header_line() saw the colon (cut off only when the name alone
+	 * passed max_header_bytes) */
+	raw = m->hdr_colon < m->hdr.len ? name + m->hdr_colon : NULL;
 	if (!raw)
 		return;
 	rl = m->hdr.len - (size_t)(raw - name) - 1;
@@ -1491,7 +1495,11 @@ static void hdr_finish(struct message *m)
 	val = (char *)m->scratch.p;
 	while (s < rl && (raw[s] == ' ' || raw[s] == '\t' || raw[s] == '\r' || raw[s] == '\n'))
 		s++;
-	if (!memchr(raw + s, '\r', rl - s)) {
+	if (!m->hdr_folded && !memchr(raw + s, '\r', rl - s)) {
+		/* one line (line_piece took its CR LF off): as it is */
+		memcpy(val, raw + s, rl - s);
+		vl = rl - s;
+	} else if (!memchr(raw + s, '\r', rl - s)) {
 		/* line ends are LF only: copy the runs between them */
 		for (size_t i = s; i < rl;) {
 			const char *q = memchr(raw + i, '\n', rl - i);
@@ -1625,8 +1633,10 @@ static void header_line(struct message *m, const uint8_t *p, size_t n, int eol, 
 	const uint8_t *colon;
 
 	if (cont) {
-		if (m->hdr_active)
+		if (m->hdr_active) {
+			m->hdr_folded = 1;   /* a piece of a long line: take the general path */
 			hdr_append(m, p, n);
+		}
 		return;
 	}
 	if (n == 0 && eol) {
@@ -1635,6 +1645,7 @@ static void header_line(struct message *m, const uint8_t *p, size_t n, int eol, 
 	}
 	if (n && (p[0] == ' ' || p[0] == '\t')) {
 		if (m->hdr_active) {
+			m->hdr_folded = 1;
 			hdr_append(m, (const uint8_t *)"\n", 1);
 			hdr_append(m, p, n);
 		} else {
@@ -1649,6 +1660,7 @@ static void header_line(struct message *m, const uint8_t *p, size_t n, int eol, 
 		 * line of its own, folded without a blank: seen in real mail
 		 * (bounces quoting it); kept as a continuation, flagged */
 		anomaly(m, MESSAGE_ANOM_BAD_HEADER_LINE);
+		m->hdr_folded = 1;
 		hdr_append(m, (const uint8_t *)"\n", 1);
 		hdr_append(m, p, n);
 		return;
@@ -1665,7 +1677,9 @@ static void header_line(struct message *m, const uint8_t *p, size_t n, int eol, 
 	}
 	m->hdr_active = 1;
 	m->hdr_cut = 0;
+	m->hdr_folded = 0;
 	m->hdr.len = 0;
+	m->hdr_colon = (uint32_t)(colon - p);
 	hdr_append(m, p, n);
 }
 
