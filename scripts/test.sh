@@ -2,7 +2,8 @@
 # Set up, build and run every test tier: the README's second command, and
 # what CI runs (.ci/run). Needs root for the packages and the inline tier.
 #
-#   scripts/test.sh            all tiers, then the sanitizer build's unit tier
+#   scripts/test.sh            all tiers, then the sanitizer build's unit tier and
+#                              the worker-thread tests
 #   BW_SUITES="unit" scripts/test.sh   only those suites
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,11 +19,16 @@ summary=()
 # compiled rule databases go to a cache inside the build, not the user's home
 export BW_CACHE_DIR=${BW_CACHE_DIR:-$PWD/build/rules-cache}
 
-run_suites() {   # build dir, label, suites...
+run_suites() {   # build dir, label, suites... (or tests by name: =NAME)
 	local dir=$1 label=$2
 	shift 2
 	local args=()
-	for s in "$@"; do args+=(--suite "$s"); done
+	for s in "$@"; do
+		case $s in
+		=*) args+=("${s#=}") ;;
+		*) args+=(--suite "$s") ;;
+		esac
+	done
 	if meson test -C "$dir" --print-errorlogs --num-processes 2 "${args[@]}"; then :; else status=1; fi
 	local log="$dir/meson-logs/testlog.json"
 	if [ -f "$log" ]; then
@@ -71,6 +77,15 @@ if [[ " $suites " == *" unit "* ]]; then
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 	run_suites build-asan "sanitizers" unit
+	# the worker threads under the sanitizers: every committed capture
+	# with 3 workers, and the live runs with 2 (rings, queues, a reload)
+	if [[ " ${present[*]} " == *" pcap "* ]]; then
+		run_suites build-asan "sanitizers, workers" =workers
+	fi
+	if [[ " ${present[*]} " == *" inline "* ]]; then
+		run_suites build-asan "sanitizers, live workers" =live_iface-workers \
+			=live_iface-queues =reload-workers
+	fi
 fi
 
 if [[ " $suites " == *" fuzz "* ]]; then
