@@ -1834,6 +1834,73 @@ static size_t line_cut(struct message *m, const uint8_t *p, int nul_free)
 	return k;
 }
 
+/* Whether the open leaf's lines only feed counters: opaque, or neither
+ * base64 nor QP and its bytes go nowhere (see leaf_line's default case). */
+static inline int leaf_counts_only(const struct message *m)
+{
+	if (m->leaf_mode == LEAF_OPAQUE)
+		return 1;
+	if (m->leaf_cte == MESSAGE_CTE_BASE64 || m->leaf_cte == MESSAGE_CTE_QP)
+		return 0;
+	return (m->leaf_mode != LEAF_TEXT && m->leaf_mode != LEAF_HTML) ||
+	       (m->no_text && m->conv.cs != MIME_CS_ICONV);
+}
+
+/* Whole lines of p (at most max bytes each) in a leaf no boundary can end
+ * (no container open) whose lines only feed counters: line_piece(),
+ * line_in() and leaf_line() do for each exactly this. Returns the bytes
+ * used; what is left (a partial or over-long line) takes the general path. */
+static size_t leaf_lines_fast(struct message *m, const uint8_t *p, size_t n, size_t max,
+			      int nul_free)
+{
+	struct message_part *part = &m->parts[m->leaf];
+	int opaque = m->leaf_mode == LEAF_OPAQUE;
+	size_t used = 0;
+
+	while (used < n) {
+		const uint8_t *l = p + used;
+		size_t look = n - used < max + 1 ? n - used : max + 1;
+		const uint8_t *e = memchr(l, '\n', look);
+		size_t k, len;
+
+		if (!e)
+			break;
+		k = (size_t)(e - l);
+		len = k;
+		if (len && l[len - 1] == '\r') {
+			len--;
+			m->saw_crlf = 1;
+		} else {
+			m->saw_lf = 1;
+		}
+		if (m->saw_crlf && m->saw_lf)
+			anomaly(m, MESSAGE_ANOM_BARE_CR_LF_MIX);
+		if (!nul_free && memchr(l, '\0', len)) {
+			anomaly(m, MESSAGE_ANOM_NUL_BYTE);
+			for (size_t i = 0; i < len; i++)
+				m->c.nul_bytes += l[i] == '\0';
+		}
+		m->cur_line_len += len;
+		m->c.lines++;
+		if (m->cur_line_len > RFC5322_LINE_MAX) {
+			m->c.long_lines++;
+			anomaly(m, MESSAGE_ANOM_LONG_LINE);
+		}
+		m->cur_line_len = 0;
+		m->line_cont = 0;
+		part->raw_size += len + 1;
+		if (!opaque) {
+			part->decoded_size += len + (m->leaf_nl_pending ? 1 : 0);
+			m->leaf_nl_pending = 1;
+		}
+		m->piece_len = len + 1;
+		m->pos += len + 1;
+		m->at_start = 0;
+		used += k + 1;
+	}
+	return used;
+}
+
 void message_feed(struct message *m, const uint8_t *p, size_t n)
 {
 	size_t max = m->lim.max_line;
@@ -1859,8 +1926,21 @@ void message_feed(struct message *m, const uint8_t *p, size_t n)
 	while (n) {
 		if (m->line.len == 0) {
 			/* in place: no copy for lines inside this piece */
-			size_t look = n < max + 1 ? n : max + 1;
-			const uint8_t *e = memchr(p, '\n', look);
+			size_t look, k0;
+			const uint8_t *e;
+
+			if (m->state == ST_LEAF && m->nframes == 0 && m->leaf >= 0 &&
+			    leaf_counts_only(m)) {
+				/* the rest of a single-part body that only
+				 * feeds counters: no per-line calls */
+				k0 = leaf_lines_fast(m, p, n, max, nul_free);
+				p += k0;
+				n -= k0;
+				if (!n)
+					return;
+			}
+			look = n < max + 1 ? n : max + 1;
+			e = memchr(p, '\n', look);
 
 			if (e) {
 				size_t k = (size_t)(e - p);
