@@ -1585,23 +1585,36 @@ static size_t data_input(struct smtp_session *s, const uint8_t *p, size_t n)
 	while (i < n) {
 		switch (s->dstate) {
 		case DS_MID: {
-			const uint8_t *lf = memchr(p + i, '\n', n - i);
-			size_t j;
-			bool cr;
+			/* line after line while none starts with '.': the
+			 * line-start states are only entered for a dot (to
+			 * unstuff, or the end) or at the end of p */
+			uint64_t lines = 0;
 
-			if (!lf) {
-				s->data_cr = p[n - 1] == '\r';
-				i = n;
+			for (;;) {
+				const uint8_t *lf = memchr(p + i, '\n', n - i);
+				size_t j;
+				bool cr;
+
+				if (!lf) {
+					s->data_cr = p[n - 1] == '\r';
+					i = n;
+					break;
+				}
+				j = (size_t)(lf - p);
+				cr = j > i ? p[j - 1] == '\r' : s->data_cr;
+				if (!cr)
+					data_bare_lf(s, t);
+				lines++;
+				i = j + 1;
+				if (i < n && p[i] != '.') {
+					s->data_cr = 0;   /* the next line's "byte before" is this LF */
+					continue;
+				}
+				s->dstate = cr ? DS_BOL_CRLF : DS_BOL_LF;
 				break;
 			}
-			j = (size_t)(lf - p);
-			cr = j > i ? p[j - 1] == '\r' : s->data_cr;
-			if (!cr)
-				data_bare_lf(s, t);
-			s->info.lines[SMTP_TOSERVER]++;
-			smtp_stats.lines[SMTP_TOSERVER]++;
-			s->dstate = cr ? DS_BOL_CRLF : DS_BOL_LF;
-			i = j + 1;
+			s->info.lines[SMTP_TOSERVER] += lines;
+			smtp_stats.lines[SMTP_TOSERVER] += lines;
 			break;
 		}
 		case DS_BOL_CRLF:
