@@ -1782,12 +1782,12 @@ static void line_in(struct message *m, const uint8_t *p, size_t n, int eol, int 
 	}
 }
 
-/* Bookkeeping for one line or piece, then routing. nul_free: p[0..n) is
- * known to hold no NUL (the caller looked at a larger piece at once). */
-static void line_piece(struct message *m, const uint8_t *p, size_t n, int eol, int nul_free)
+/* The counters of one line or piece (CR LF kind, NUL bytes, lengths);
+ * returns its length without the CR of a CR LF. nul_free: p[0..n) is known
+ * to hold no NUL (the caller looked at a larger piece at once). */
+static inline size_t line_account(struct message *m, const uint8_t *p, size_t n, int eol,
+				  int nul_free)
 {
-	int cont = m->line_cont;
-
 	if (eol) {
 		if (n && p[n - 1] == '\r') {
 			n--;
@@ -1817,6 +1817,15 @@ static void line_piece(struct message *m, const uint8_t *p, size_t n, int eol, i
 	}
 	m->line_cont = !eol;
 	m->piece_len = n + (eol ? 1 : 0);
+	return n;
+}
+
+/* Bookkeeping for one line or piece, then routing. */
+static void line_piece(struct message *m, const uint8_t *p, size_t n, int eol, int nul_free)
+{
+	int cont = m->line_cont;
+
+	n = line_account(m, p, n, eol, nul_free);
 	line_in(m, p, n, eol, cont);
 	m->pos += m->piece_len;
 	m->at_start = 0;
@@ -1866,34 +1875,13 @@ static size_t leaf_lines_fast(struct message *m, const uint8_t *p, size_t n, siz
 		if (!e)
 			break;
 		k = (size_t)(e - l);
-		len = k;
-		if (len && l[len - 1] == '\r') {
-			len--;
-			m->saw_crlf = 1;
-		} else {
-			m->saw_lf = 1;
-		}
-		if (m->saw_crlf && m->saw_lf)
-			anomaly(m, MESSAGE_ANOM_BARE_CR_LF_MIX);
-		if (!nul_free && memchr(l, '\0', len)) {
-			anomaly(m, MESSAGE_ANOM_NUL_BYTE);
-			for (size_t i = 0; i < len; i++)
-				m->c.nul_bytes += l[i] == '\0';
-		}
-		m->cur_line_len += len;
-		m->c.lines++;
-		if (m->cur_line_len > RFC5322_LINE_MAX) {
-			m->c.long_lines++;
-			anomaly(m, MESSAGE_ANOM_LONG_LINE);
-		}
-		m->cur_line_len = 0;
-		m->line_cont = 0;
+		len = line_account(m, l, k, 1, nul_free);
+		/* leaf_line() for a line that only feeds counters */
 		part->raw_size += len + 1;
 		if (!opaque) {
 			part->decoded_size += len + (m->leaf_nl_pending ? 1 : 0);
 			m->leaf_nl_pending = 1;
 		}
-		m->piece_len = len + 1;
 		m->pos += len + 1;
 		m->at_start = 0;
 		used += k + 1;
