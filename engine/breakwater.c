@@ -27,6 +27,7 @@
 
 #include "bw-config.h"
 #include "capture.h"
+#include "counters.h"
 #include "decode.h"
 #include "flow.h"
 #include "match.h"
@@ -644,20 +645,6 @@ static void workers_resume(struct workers *ws)
 	__atomic_store_n(&ws->pause, 0, __ATOMIC_RELEASE);
 }
 
-static void add_u64s(void *dst, const void *src, size_t size)
-{
-	uint64_t *d = dst;
-	const uint64_t *s = src;
-
-	for (size_t i = 0; i < size / sizeof(uint64_t); i++)
-		d[i] += s[i];
-}
-
-_Static_assert(sizeof(struct pipeline_stats) % 8 == 0, "counters only");
-_Static_assert(sizeof(struct decode_stats) % 8 == 0, "counters only");
-_Static_assert(sizeof(struct reasm_stats) % 8 == 0, "counters only");
-_Static_assert(sizeof(struct smtp_stats) % 8 == 0, "counters only");
-
 /* After the workers ended: their counters added into worker 0's (and this
  * thread's smtp_stats and stage clock), which the summary reads. Peaks are
  * summed: an upper bound of the whole's peak. */
@@ -670,12 +657,12 @@ static void workers_merge(struct workers *ws, struct verdict *primary)
 		struct worker *w = &ws->w[k];
 		uint64_t bits = p0->stats.message_anomalies | w->pl->stats.message_anomalies;
 
-		add_u64s(&p0->stats, &w->pl->stats, sizeof(p0->stats));
+		COUNTERS_ADD(&p0->stats, &w->pl->stats);
 		p0->stats.message_anomalies = bits;   /* a union of bits, not a count */
-		add_u64s(&p0->dstats, &w->pl->dstats, sizeof(p0->dstats));
-		add_u64s(&p0->reasm.stats, &w->pl->reasm.stats, sizeof(p0->reasm.stats));
+		COUNTERS_ADD(&p0->dstats, &w->pl->dstats);
+		COUNTERS_ADD(&p0->reasm.stats, &w->pl->reasm.stats);
 		flow_table_add_stats(p0->flows, flow_table_stats(w->pl->flows));
-		add_u64s(&smtp_stats, &w->smtp, sizeof(smtp_stats));
+		COUNTERS_ADD(&smtp_stats, &w->smtp);
 		w0->out.records += w->out.records;
 		w0->out.write_errors += w->out.write_errors;
 		if (w0->v && w->v)

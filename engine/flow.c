@@ -7,6 +7,7 @@
 
 #include <rte_hash_crc.h>
 
+#include "counters.h"
 #include "decode.h"
 #include "mem.h"
 
@@ -354,12 +355,7 @@ const struct flow_stats *flow_table_stats(const struct flow_table *ft)
 
 void flow_table_add_stats(struct flow_table *ft, const struct flow_stats *s)
 {
-	uint64_t *d = (uint64_t *)&ft->stats;
-	const uint64_t *f = (const uint64_t *)s;
-
-	_Static_assert(sizeof(struct flow_stats) % sizeof(uint64_t) == 0, "counters only");
-	for (size_t i = 0; i < sizeof(*s) / sizeof(uint64_t); i++)
-		d[i] += f[i];
+	COUNTERS_ADD(&ft->stats, s);
 }
 
 int flow_table_validate(const struct flow_table *ft)

@@ -16,6 +16,7 @@
 #endif
 
 #include "bw-config.h"
+#include "counters.h"
 #include "match.h"
 #include "mem.h"
 #include "message.h"
@@ -288,13 +289,7 @@ struct verdict *verdict_worker_new(struct verdict *primary)
 
 void verdict_merge_stats(struct verdict *into, const struct verdict *from)
 {
-	uint64_t *d = (uint64_t *)&into->stats;
-	const uint64_t *f = (const uint64_t *)&from->stats;
-
-	_Static_assert(sizeof(struct verdict_stats) % sizeof(uint64_t) == 0,
-		       "verdict_stats holds counters only");
-	for (size_t i = 0; i < sizeof(into->stats) / sizeof(uint64_t); i++)
-		d[i] += f[i];
+	COUNTERS_ADD(&into->stats, &from->stats);
 }
 
 void verdict_free(struct verdict *v)
