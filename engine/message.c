@@ -1294,15 +1294,20 @@ static void slots_rebase(const struct message_buf *store, struct hdr_slot *slots
 	}
 }
 
-enum { KEEP_OVER_COUNT = -1, KEEP_OVER_STORE = -2, KEEP_NO_MEMORY = -3 };
+enum { KEEP_OVER_COUNT = -1, KEEP_OVER_STORE = -2, KEEP_NO_MEMORY = -3, KEEP_COUNTED = -4 };
 
 /* Keeps a copy of header h (of part) in a store: its slots (*slots, *n,
- * *cap, at most max) and their text (store, up to store->max). Returns the
- * slot index, or KEEP_OVER_COUNT, KEEP_OVER_STORE or KEEP_NO_MEMORY
+ * *cap, at most max) and their text (store, up to store->max). Inline: a
+ * header only counted must not pay for a call. With keep
+ * off the header is only counted against the same limits, in *dry_n and
+ * *dry_len, which the limits always include: whether a header is refused
+ * does not depend on which ones are kept. Returns the slot index,
+ * KEEP_COUNTED, or KEEP_OVER_COUNT, KEEP_OVER_STORE or KEEP_NO_MEMORY
  * (counted in alloc_fail); the caller counts the refusal. */
-static int32_t hdr_keep(struct message *m, struct message_buf *store, struct hdr_slot **slots,
-			uint32_t *n, uint32_t *cap, uint32_t max, const struct message_header *h,
-			uint32_t part, uint32_t dry_n, size_t dry_len)
+static inline int32_t hdr_keep(struct message *m, struct message_buf *store,
+			       struct hdr_slot **slots, uint32_t *n, uint32_t *cap, uint32_t max,
+			       const struct message_header *h, uint32_t part, uint32_t *dry_n,
+			       size_t *dry_len, int keep)
 {
 	size_t need = (size_t)h->name_len + h->raw_len + h->value_len + 3;
 	int same = h->decoded == h->value ||   /* no encoded word: the same text */
@@ -1314,10 +1319,15 @@ static int32_t hdr_keep(struct message *m, struct message_buf *store, struct hdr
 
 	if (!same)
 		need += (size_t)h->decoded_len + 1;
-	if (*n + dry_n >= max)
+	if (*n + *dry_n >= max)
 		return KEEP_OVER_COUNT;
-	if (need > (size_t)store->max - store->len - dry_len)
+	if (need > (size_t)store->max - store->len - *dry_len)
 		return KEEP_OVER_STORE;
+	if (!keep) {
+		(*dry_n)++;
+		*dry_len += need;
+		return KEEP_COUNTED;
+	}
 
 	switch (mem_grow(MEM_MESSAGE, (void **)slots, cap, *n + 1, sizeof(**slots), 16, max)) {
 	case -1:
@@ -1360,16 +1370,6 @@ static int32_t hdr_keep(struct message *m, struct message_buf *store, struct hdr
 	return (int32_t)(*n)++;
 }
 
-/* Store bytes hdr_keep() takes for h. */
-static size_t hdr_need(const struct message_header *h)
-{
-	size_t need = (size_t)h->name_len + h->raw_len + h->value_len + 3;
-
-	if (h->decoded != h->value)
-		need += (size_t)h->decoded_len + 1;
-	return need;
-}
-
 /* Keeps a copy of top-level header h in the store. Returns its slot index,
  * -2 when it was only counted (no_headers and not needed: not kept, but
  * counted against the same limits, so the record and its anomalies do not
@@ -1377,26 +1377,13 @@ static size_t hdr_need(const struct message_header *h)
  * out of memory: counted). */
 static int32_t hdr_store(struct message *m, const struct message_header *h, int needed)
 {
-	int32_t r;
+	int32_t r = hdr_keep(m, &m->hstore, &m->hdrs, &m->nhdrs, &m->hdrs_cap, m->lim.max_headers,
+			     h, 0, &m->hdrs_dry_n, &m->hdrs_dry_len, !m->no_headers || needed);
 
-	if (m->no_headers && !needed) {
-		size_t need = hdr_need(h);
-
-		if (m->nhdrs + m->hdrs_dry_n >= m->lim.max_headers) {
-			r = KEEP_OVER_COUNT;
-		} else if (need > (size_t)m->hstore.max - m->hstore.len - m->hdrs_dry_len) {
-			r = KEEP_OVER_STORE;
-		} else {
-			m->hdrs_dry_n++;
-			m->hdrs_dry_len += need;
-			return -2;
-		}
-	} else {
-		r = hdr_keep(m, &m->hstore, &m->hdrs, &m->nhdrs, &m->hdrs_cap, m->lim.max_headers,
-			     h, 0, m->hdrs_dry_n, m->hdrs_dry_len);
-	}
 	if (r >= 0)
 		return r;
+	if (r == KEEP_COUNTED)
+		return -2;
 	if (r == KEEP_OVER_COUNT)
 		anomaly(m, MESSAGE_ANOM_TOO_MANY_HEADERS);
 	else if (r == KEEP_OVER_STORE)
@@ -1408,27 +1395,10 @@ static int32_t hdr_store(struct message *m, const struct message_header *h, int 
 /* Keeps a copy of header h of MIME part `part` (not the root). */
 static void part_hdr_store(struct message *m, const struct message_header *h, uint32_t part)
 {
-	int32_t r;
+	int32_t r = hdr_keep(m, &m->ph.store, &m->ph.slots, &m->ph.n, &m->ph.cap, m->ph.max, h,
+			     part, &m->ph.dry_n, &m->ph.dry_len, !m->no_part_headers);
 
-	if (m->no_part_headers) {
-		/* what hdr_keep() would take, against the same limits */
-		size_t need = hdr_need(h);
-
-		if (m->ph.n + m->ph.dry_n >= m->ph.max) {
-			r = KEEP_OVER_COUNT;
-		} else if (need > (size_t)m->ph.store.max - m->ph.store.len - m->ph.dry_len) {
-			r = KEEP_OVER_STORE;
-		} else {
-			m->ph.dry_n++;
-			m->ph.dry_len += need;
-			return;
-		}
-	} else {
-		r = hdr_keep(m, &m->ph.store, &m->ph.slots, &m->ph.n, &m->ph.cap, m->ph.max, h, part,
-			     0, 0);
-	}
-
-	if (r >= 0)
+	if (r >= 0 || r == KEEP_COUNTED)
 		return;
 	if (r != KEEP_NO_MEMORY)
 		anomaly(m, MESSAGE_ANOM_PART_HEADERS_CUT);
