@@ -480,6 +480,21 @@ static void workers_assign(struct workers *ws, double rx_cost)
 		ws->bucket[b] = b < n0 ? 0 : (uint8_t)(1 + (b - n0) % (ws->n - 1));
 }
 
+/* Received mbufs as work items: freed by the worker that runs them. */
+static void items_from_mbufs(const struct capture *cap, struct rte_mbuf **m,
+			     struct work_item *it, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		it[i].data = rte_pktmbuf_mtod(m[i], const uint8_t *);
+		it[i].m = m[i];
+		it[i].ts_ns = capture_ts_ns(cap, m[i]);
+		it[i].len = rte_pktmbuf_pkt_len(m[i]);
+		/* a frame larger than one mbuf is made contiguous */
+		it[i].segmented = m[i]->nb_segs > 1;
+		it[i].free_after = 1;
+	}
+}
+
 /* Runs a batch of frames through w's pipeline (on w's thread). */
 static void worker_run(struct worker *w, const struct work_item *it, unsigned n)
 {
@@ -527,14 +542,7 @@ static void *worker_main(void *arg)
 			struct rte_mbuf *m[BURST];
 
 			n = capture_rx_queue(ws->cap, (uint16_t)w->id, m, BURST);
-			for (unsigned i = 0; i < n; i++) {
-				it[i].data = rte_pktmbuf_mtod(m[i], const uint8_t *);
-				it[i].m = m[i];
-				it[i].ts_ns = capture_ts_ns(ws->cap, m[i]);
-				it[i].len = rte_pktmbuf_pkt_len(m[i]);
-				it[i].segmented = m[i]->nb_segs > 1;
-				it[i].free_after = 1;
-			}
+			items_from_mbufs(ws->cap, m, it, n);
 		} else {
 			n = rte_ring_sc_dequeue_burst_elem(w->ring, it, sizeof(it[0]), BURST, NULL);
 		}
@@ -1232,16 +1240,9 @@ int main(int argc, char **argv)
 
 		verdict = reload_poll(&reload, &ws, verdict);
 
-		for (uint16_t i = 0; i < n; i++) {
-			it[i].data = rte_pktmbuf_mtod(m[i], const uint8_t *);
-			it[i].m = m[i];
-			it[i].ts_ns = capture_ts_ns(&cap, m[i]);
-			it[i].len = rte_pktmbuf_pkt_len(m[i]);
-			/* a frame larger than one mbuf is made contiguous */
-			it[i].segmented = m[i]->nb_segs > 1;
-			it[i].free_after = 1;   /* by the worker that runs it */
+		items_from_mbufs(&cap, m, it, n);
+		for (uint16_t i = 0; i < n; i++)
 			file_bytes += it[i].len + 16;
-		}
 		if (n)
 			dispatch(&ws, it, n, cap.linktype);
 		if (live && pl->now < wall_ns())

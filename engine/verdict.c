@@ -773,13 +773,11 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 		sum.body_hash = v->need_body_hash ? body_hash(m) : 0;
 		sum.received_count = m ? (int)message_received_count(m) : 0;
 		sum.auto_submitted = is_auto(m);
-		if (v->parent) {
+		if (v->parent)   /* shared with the other workers */
 			pthread_mutex_lock(&owner->storm_mu);
-			storm_observe(owner->storm, &sum, &v->shits);
+		storm_observe(owner->storm, &sum, &v->shits);
+		if (v->parent)
 			pthread_mutex_unlock(&owner->storm_mu);
-		} else {
-			storm_observe(v->storm, &sum, &v->shits);
-		}
 		for (unsigned i = 0; i < v->shits.n; i++)
 			match_hits_add(v->hits, v->storm_rule_id[v->shits.hit[i].rule], 1);
 		if (v->shits.n)
