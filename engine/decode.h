@@ -14,6 +14,7 @@
 #define BW_DECODE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Link types we decode, as pcap DLT_* values (see <pcap/dlt.h>). */
@@ -92,6 +93,14 @@ enum decode_anomaly decode_packet(const uint8_t *frame, uint32_t len, int link,
  * worker counts them) hash to 0. Checksums are not verified; nothing is
  * counted. */
 uint32_t decode_flow_hash(const uint8_t *frame, uint32_t len, int link);
+
+/* Internet checksum (RFC 1071) helpers: decode_csum_add() adds p[0..n) to
+ * a running ones-complement sum (each piece must start at an even offset of
+ * the checksummed bytes, as the pseudo header and the segment do);
+ * decode_csum_fold() folds it to 16 bits, not complemented: 0xffff when a
+ * packet that carries its checksum is correct. */
+uint64_t decode_csum_add(const void *p, size_t n, uint64_t sum);
+uint16_t decode_csum_fold(uint64_t sum);
 
 /* Short stable name of an anomaly ("ip_fragment"), for counters in output. */
 const char *decode_anomaly_name(enum decode_anomaly a);
