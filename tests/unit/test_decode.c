@@ -427,6 +427,29 @@ int main(void)
 		n = ipv4_tcp(f + h, pl, 5, 0, 17);
 		CHECK_EQ_U64(decode_flow_hash(f, (uint32_t)(h + n), DECODE_LINK_ETHERNET), 0);
 		CHECK_EQ_U64(decode_flow_hash(f, 10, DECODE_LINK_ETHERNET), 0);
+		/* the fixed-offset path (untagged IPv4, no options) and
+		 * decode_packet()'s (a VLAN tag, IP options, link padding,
+		 * a cut capture) give one flow one hash */
+		{
+			uint16_t t2[] = {0x8100, 0x0800};
+			size_t h2;
+			uint32_t plain;
+
+			n = ipv4_tcp(f + h, pl, 5, 0, 6);
+			plain = decode_flow_hash(f, (uint32_t)(h + n), DECODE_LINK_ETHERNET);
+			CHECK(plain != 0);
+			memset(f + h + n, 0, 8);
+			CHECK_EQ_U64(decode_flow_hash(f, (uint32_t)(h + n + 8), DECODE_LINK_ETHERNET), plain);
+			CHECK_EQ_U64(decode_flow_hash(f, (uint32_t)(h + n - 5), DECODE_LINK_ETHERNET), plain);
+			h2 = eth(g, t2, 2);
+			n = ipv4_tcp(g + h2, pl, 5, 0, 6);
+			CHECK_EQ_U64(decode_flow_hash(g, (uint32_t)(h2 + n), DECODE_LINK_ETHERNET), plain);
+			n = ipv4_tcp(f + h, pl, 7, 0, 6);
+			CHECK_EQ_U64(decode_flow_hash(f, (uint32_t)(h + n), DECODE_LINK_ETHERNET), plain);
+			/* a fragment is not sorted by its ports, on either path */
+			n = ipv4_tcp(f + h, pl, 5, 0x2000, 6);
+			CHECK_EQ_U64(decode_flow_hash(f, (uint32_t)(h + n), DECODE_LINK_ETHERNET), 0);
+		}
 	}
 	return check_done();
 }
