@@ -6,7 +6,8 @@ the callgrind files cg-{engine,rx}-{1,2}.out; for the parsing section
 parse.N.{err,time}, parse-norules.N.{err,time}, parse-w.N.{err,time} and
 parse-norules-w.N.{err,time} (the same with --workers, meta parse_workers;
 absent in older folders: their rows are left out), parse-streams.N.{err,time},
-parse-rx.N.out, session_mem.out, cg-parse{,-streams}-{1,2}.out and
+parse-rx.N.out, parse-rx-sort.N.out (rx_ceiling --sort: absent in older
+folders), session_mem.out, cg-parse{,-streams}-{1,2}.out and
 perf-parse{,-dso}.txt;
 for the rules section rules-{rules,stock,both,none}.N.{err,time},
 match-SET.N.out (bench_match), compile-SET-{cold,warm}.{out,time}, sa.out,
@@ -16,6 +17,7 @@ Medians across rounds, with the spread (max - min) / median. Standard
 library only.
 """
 
+import math
 import os
 import platform
 import re
@@ -532,6 +534,14 @@ def parsing_section():
             for k in prx:
                 prx[k].append(d.get(k))
     prg, prm = stat(prx["gbps"]), stat(prx["mpps"])
+    # software sorting's ceiling (rx_ceiling --sort K), when run
+    psx = {"gbps": [], "mpps": [], "sort": []}
+    for i in range(1, rounds + 1):
+        for d in kv_line(read(f"parse-rx-sort.{i}.out"), "rx_ceiling"):
+            for k in psx:
+                psx[k].append(d.get(k))
+    psg, psm = stat(psx["gbps"]), stat(psx["mpps"])
+    nsort = int(psx["sort"][0]) if psx["sort"] and psx["sort"][0] else 0
 
     P("## Parsing: SMTP sessions and MIME on real messages")
     P()
@@ -579,6 +589,12 @@ def parsing_section():
     c, d = fmt_stat(prm, 3)
     P(f"| rx_ceiling on the same file (I/O ceiling: one receive queue, one core) "
       f"| {a} | {b} | {c} | {d} | | |")
+    if psg:
+        a, b = fmt_stat(psg)
+        c, d = fmt_stat(psm, 3)
+        P(f"| rx_ceiling `--sort {nsort}` (software sorting's ceiling: receive, flow hash "
+          f"and queue on one core, {nsort} thread{'s' if nsort > 1 else ''} freeing) "
+          f"| {a} | {b} | {c} | {d} | | |")
     P()
     count = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
     P("Same rounds as the throughput table above: each round runs the foundation "
@@ -669,6 +685,26 @@ def parsing_section():
           + (f"{fn / nw:.3f}" if isinstance(nw, int) else "n/a")
           + f"). Speed-up {nw} workers over 1: **{spd}** (median of the paired "
           f"rounds' Gbit/s ratios{per}).")
+    if psg and prg:
+        fs = psg[0] / prg[0]
+        line = (f"- **Software sorting's ceiling: {fs:.3f}** of the receive ceiling "
+                f"(rx_ceiling `--sort {nsort}`: the engine's flow hash and a 32-byte item "
+                "through an SP/SC ring per worker, as `--workers` sorts). With one "
+                "receiving core, no number of workers gets past it; `--rx-queues` on a "
+                "NIC with RSS has no such ceiling.")
+        if stat(ne["gbps"]):
+            f1 = stat(ne["gbps"])[0] / prg[0]
+            # a worker that does not receive parses at 1/(1/f1 - 1) of the
+            # ceiling: the one-worker row's time less the receive time
+            p = 1 / (1 / f1 - 1) if f1 < 1 else float("nan")
+            need = math.ceil(0.5 / p) if p > 0 else 0
+            line += (f" A model, not a measurement: a worker that does not receive parses "
+                     f"at ≈ {p:.3f} of the ceiling (the one-worker row less the receive "
+                     f"time), so 0.50 needs ≥ {need} such workers besides the receiving "
+                     f"one{' (and is above the sorting ceiling)' if fs < 0.5 else ''}, "
+                     "at linear scaling; the paired speed-up above says how linear it "
+                     "is on this machine.")
+        P(line)
     rwe = by.get("parse-w")
     if stat(pe["gbps"]) and rwe and stat(rwe["gbps"]):
         sp = paired_ratios(rwe["gbps"], pe["gbps"])

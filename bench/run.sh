@@ -22,7 +22,8 @@
 # two with --workers N (--parse-workers N, default: the online CPUs, nproc,
 # at least 2), the engine with --no-smtp --no-flows (streams only) and
 # rx_ceiling on that file (one receive queue on one core: the N-worker rows
-# use N cores against it); once: session_mem (idle SMTP session and
+# use N cores against it) and rx_ceiling --sort N-1 (receive and sort to
+# the other workers' rings: software sorting's ceiling); once: session_mem (idle SMTP session and
 # big-message memory), callgrind per byte on two small parsing captures and
 # a perf run with parsing on.
 #
@@ -396,6 +397,14 @@ for i in $(seq 1 "$repeat"); do
     log "round $i/$repeat: rx_ceiling on the SMTP capture"
     "$rx" "$pcap_smtp" >"$res/parse-rx.$i.out" 2>"$res/parse-rx.$i.err" ||
       { log "rx_ceiling failed (round $i):"; tail -5 "$res/parse-rx.$i.err" >&2; exit 1; }
+    if [ "$parse_workers" -gt 1 ]; then
+      # software sorting's ceiling: receive, hash and queue to the other
+      # workers' rings, whose threads only free the frames
+      log "round $i/$repeat: rx_ceiling --sort $((parse_workers - 1)) on the SMTP capture"
+      "$rx" --sort $((parse_workers - 1)) "$pcap_smtp" >"$res/parse-rx-sort.$i.out" \
+        2>"$res/parse-rx-sort.$i.err" ||
+        { log "rx_ceiling --sort failed (round $i):"; tail -5 "$res/parse-rx-sort.$i.err" >&2; exit 1; }
+    fi
   fi
   if [ -z "$rules_skip" ]; then
     # the engine with each rule set and without rules, then the matching
