@@ -1922,6 +1922,7 @@ struct mc {
 	uint32_t n, cap;
 	const char *err;
 	uint32_t undefined;
+	unsigned depth;              /* nesting: (, !, unary -, ?: */
 };
 
 static void mc_emit(struct mc *m, enum meta_opcode op, uint32_t rule, double v)
@@ -1957,6 +1958,19 @@ static void mc_ws(struct mc *m)
 
 static void mc_cond(struct mc *m);
 
+/* Nesting is recursion: a hostile line of 64 KiB of '(' or '!' would
+ * otherwise overflow the stack. */
+static int mc_nest(struct mc *m)
+{
+	if (m->depth >= RULES_MAX_META_DEPTH) {
+		if (!m->err)
+			m->err = "nested too deeply (more than " RULES_STR(RULES_MAX_META_DEPTH) " levels)";
+		return 0;
+	}
+	m->depth++;
+	return 1;
+}
+
 static void mc_unary(struct mc *m)
 {
 	mc_ws(m);
@@ -1964,19 +1978,28 @@ static void mc_unary(struct mc *m)
 		return;
 	if (*m->p == '!' && m->p[1] != '=') {
 		m->p++;
+		if (!mc_nest(m))
+			return;
 		mc_unary(m);
+		m->depth--;
 		mc_emit(m, META_OP_NOT, 0, 0);
 		return;
 	}
 	if (*m->p == '-' && !isdigit((unsigned char)m->p[1])) {
 		m->p++;
+		if (!mc_nest(m))
+			return;
 		mc_unary(m);
+		m->depth--;
 		mc_emit(m, META_OP_NEG, 0, 0);
 		return;
 	}
 	if (*m->p == '(') {
 		m->p++;
+		if (!mc_nest(m))
+			return;
 		mc_cond(m);
+		m->depth--;
 		mc_ws(m);
 		if (!m->err && *m->p != ')')
 			m->err = "missing ')'";
@@ -2031,104 +2054,51 @@ static void mc_unary(struct mc *m)
 	m->err = *m->p ? "unexpected character" : "unexpected end of expression";
 }
 
-static void mc_mul(struct mc *m)
+/* The binary operators, loosest first, as in Perl: a level binds tighter
+ * than the ones above it; within a level, left to right. Two-character
+ * tokens come before the one-character ones they start with. */
+static const struct mc_binop {
+	char tok[3];
+	uint8_t len, level;
+	enum meta_opcode op;
+} mc_binops[] = {
+	{ "||", 2, 1, META_OP_OR },
+	{ "&&", 2, 2, META_OP_AND },
+	{ "^", 1, 3, META_OP_XOR },
+	{ "==", 2, 4, META_OP_EQ }, { "!=", 2, 4, META_OP_NE },
+	{ ">=", 2, 5, META_OP_GE }, { "<=", 2, 5, META_OP_LE },
+	{ ">", 1, 5, META_OP_GT }, { "<", 1, 5, META_OP_LT },
+	{ "+", 1, 6, META_OP_ADD }, { "-", 1, 6, META_OP_SUB },
+	{ "*", 1, 7, META_OP_MUL }, { "/", 1, 7, META_OP_DIV },
+};
+
+/* Operands joined by operators of level `min` or tighter (precedence
+ * climbing: one function for every level). */
+static void mc_binary(struct mc *m, unsigned min)
 {
 	mc_unary(m);
 	for (;;) {
+		const struct mc_binop *b = NULL;
+
 		mc_ws(m);
 		if (m->err)
 			return;
-		if (*m->p == '*') { m->p++; mc_unary(m); mc_emit(m, META_OP_MUL, 0, 0); }
-		else if (*m->p == '/') { m->p++; mc_unary(m); mc_emit(m, META_OP_DIV, 0, 0); }
-		else return;
-	}
-}
-
-static void mc_add(struct mc *m)
-{
-	mc_mul(m);
-	for (;;) {
-		mc_ws(m);
-		if (m->err)
+		for (size_t i = 0; i < sizeof(mc_binops) / sizeof(mc_binops[0]) && !b; i++)
+			if (strncmp(m->p, mc_binops[i].tok, mc_binops[i].len) == 0)
+				b = &mc_binops[i];
+		if (!b || b->level < min)
 			return;
-		if (*m->p == '+') { m->p++; mc_mul(m); mc_emit(m, META_OP_ADD, 0, 0); }
-		else if (*m->p == '-') { m->p++; mc_mul(m); mc_emit(m, META_OP_SUB, 0, 0); }
-		else return;
-	}
-}
-
-static void mc_rel(struct mc *m)
-{
-	mc_add(m);
-	for (;;) {
-		mc_ws(m);
-		if (m->err)
-			return;
-		if (m->p[0] == '>' && m->p[1] == '=') { m->p += 2; mc_add(m); mc_emit(m, META_OP_GE, 0, 0); }
-		else if (m->p[0] == '<' && m->p[1] == '=') { m->p += 2; mc_add(m); mc_emit(m, META_OP_LE, 0, 0); }
-		else if (m->p[0] == '>') { m->p++; mc_add(m); mc_emit(m, META_OP_GT, 0, 0); }
-		else if (m->p[0] == '<') { m->p++; mc_add(m); mc_emit(m, META_OP_LT, 0, 0); }
-		else return;
-	}
-}
-
-static void mc_eq(struct mc *m)
-{
-	mc_rel(m);
-	for (;;) {
-		mc_ws(m);
-		if (m->err)
-			return;
-		if (m->p[0] == '=' && m->p[1] == '=') { m->p += 2; mc_rel(m); mc_emit(m, META_OP_EQ, 0, 0); }
-		else if (m->p[0] == '!' && m->p[1] == '=') { m->p += 2; mc_rel(m); mc_emit(m, META_OP_NE, 0, 0); }
-		else return;
-	}
-}
-
-static void mc_xor(struct mc *m)
-{
-	mc_eq(m);
-	for (;;) {
-		mc_ws(m);
-		if (m->err || *m->p != '^')
-			return;
-		m->p++;
-		mc_eq(m);
-		mc_emit(m, META_OP_XOR, 0, 0);
-	}
-}
-
-static void mc_and(struct mc *m)
-{
-	mc_xor(m);
-	for (;;) {
-		mc_ws(m);
-		if (m->err || !(m->p[0] == '&' && m->p[1] == '&'))
-			return;
-		m->p += 2;
-		mc_xor(m);
-		mc_emit(m, META_OP_AND, 0, 0);
-	}
-}
-
-static void mc_or(struct mc *m)
-{
-	mc_and(m);
-	for (;;) {
-		mc_ws(m);
-		if (m->err || !(m->p[0] == '|' && m->p[1] == '|'))
-			return;
-		m->p += 2;
-		mc_and(m);
-		mc_emit(m, META_OP_OR, 0, 0);
+		m->p += b->len;
+		mc_binary(m, b->level + 1u);
+		mc_emit(m, b->op, 0, 0);
 	}
 }
 
 static void mc_cond(struct mc *m)
 {
-	mc_or(m);
+	mc_binary(m, 1);
 	mc_ws(m);
-	if (m->err || *m->p != '?')
+	if (m->err || *m->p != '?' || !mc_nest(m))
 		return;
 	m->p++;
 	mc_cond(m);
@@ -2139,6 +2109,7 @@ static void mc_cond(struct mc *m)
 	}
 	m->p++;
 	mc_cond(m);
+	m->depth--;
 	mc_emit(m, META_OP_COND, 0, 0);
 }
 

@@ -33,6 +33,9 @@
 #define RULES_MAX_INCLUDE_DEPTH 16
 #define RULES_MAX_IF_DEPTH      64
 #define RULES_MAX_META_OPS      4096    /* RPN length of one meta */
+#define RULES_MAX_META_DEPTH    200     /* nesting of one meta: (, !, -, ?: */
+#define RULES_STR_(x) #x
+#define RULES_STR(x) RULES_STR_(x)
 #define RULES_MAX_RULES         200000
 
 /* What a rule tests. */

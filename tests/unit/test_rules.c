@@ -400,6 +400,42 @@ static void test_errors(void)
 		CHECK(found);
 		rule_set_free(s);
 	}
+	/* hostile nesting in a meta: an error, not a stack overflow (30,000
+	 * '(' recurse far past 8 MiB without the depth limit), and just
+	 * inside the limit it parses */
+	{
+		static const char *const opens[] = { "(", "!", "- ", "A ? 1 : " };
+
+		for (size_t o = 0; o < sizeof(opens) / sizeof(opens[0]); o++) {
+			for (int deep = 0; deep < 2; deep++) {
+				size_t ol = strlen(opens[o]);
+				/* as deep as a line (64 KiB) allows, or just inside the limit */
+				size_t reps = deep ? 60000 / (ol + (o == 0)) : RULES_MAX_META_DEPTH - 2;
+				char *t = malloc(reps * (ol + 1) + 64);
+				size_t n = (size_t)sprintf(t, "body A /a/\nmeta M ");
+
+				for (size_t k = 0; k < reps; k++, n += ol)
+					memcpy(t + n, opens[o], ol);
+				t[n++] = 'A';
+				for (size_t k = 0; o == 0 && k < reps; k++)
+					t[n++] = ')';
+				memcpy(t + n, "\n", 2);
+				{
+					struct rule_set *s = load(t);
+					bool nested = false;
+
+					for (uint32_t k = 0; k < s->nerrors; k++)
+						nested |= strstr(s->errors[k].reason, "nested too deeply") != NULL;
+					if (nested != (bool)deep)
+						fprintf(stderr, "nesting '%s' x %zu: %u errors\n", opens[o], reps,
+							s->nerrors);
+					CHECK(nested == (bool)deep);
+					rule_set_free(s);
+				}
+				free(t);
+			}
+		}
+	}
 	/* errors are collected, not just the first */
 	{
 		struct rule_set *s = load("body\nscore X y\nfrobnicate\nbody OK /fine/\n");
@@ -520,6 +556,21 @@ static const struct mcase mcases[] = {
 	{ "A ^ B", 1, 1, 0, 0 },
 	{ "!(A || B) || C", 0, 0, 0, 1 },
 	{ "META2 && A", 1, 1, 0, 1 },   /* metas over metas: META2 = A && B */
+	/* precedence and associativity, level by level (Perl's) */
+	{ "A - B - C", 5, 1, 1, 3 },    /* left to right: (5-1)-1 */
+	{ "A / B / C", 8, 2, 2, 2 },
+	{ "A + B * C", 1, 2, 3, 7 },    /* * before + */
+	{ "A - B * C", 9, 2, 3, 3 },
+	{ "A * B - C", 2, 3, 1, 5 },
+	{ "A + B > C", 1, 1, 2, 0 },    /* + before > */
+	{ "A == B > C", 1, 2, 1, 1 },   /* > before == */
+	{ "A != B >= C", 1, 2, 1, 0 },
+	{ "A ^ B && C", 1, 1, 0, 0 },   /* ^ before && */
+	{ "A && B ^ C", 0, 1, 1, 0 },
+	{ "A || B && C || 0", 1, 0, 0, 1 },
+	{ "A ? B : C ? 4 : 5", 1, 0, 0, 0 },   /* ?: to the right */
+	{ "-A * B", 2, 3, 0, -6 },
+	{ "!A + B", 0, 2, 0, 3 },       /* unary before binary */
 };
 
 static void test_meta_eval(void)
