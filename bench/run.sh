@@ -614,73 +614,46 @@ if [ -n "$callgrind" ] && command -v valgrind >/dev/null; then
 fi
 
 # --- where the time goes (sampling, on the big capture) ----------------------------
-if [ -n "$perf" ] && command -v perf >/dev/null &&
-   perf record -q -e cpu-clock -o "$res/perf-probe.data" true >/dev/null 2>&1; then
-  if [ -z "$rules_skip" ] && [ -f "$res/rules-stock.1.err" ]; then
-    # the engine with the stock rules on the rules capture, sampled from when
-    # its packet loop starts (80% of wall - loop time, as below)
-    rdelay=$(python3 -c '
+# perf_sample NAME FROM HZ META CMD...: CMD under perf record at HZ into
+# $res/NAME.data (its stderr in NAME.err), then NAME.txt (by dso and symbol)
+# and NAME-dso.txt. Sampling starts after most of the EAL start-up: 80% of
+# (wall - packet loop) of the timed run FROM.1 (its .time and .err), written
+# to meta as META.
+perf_sample() {
+  local name=$1 from=$2 hz=$3 key=$4 delay
+  shift 4
+  delay=$(python3 - "$res" "$from" <<'EOF'
 import re, sys
-d = sys.argv[1]
-wall = float(open(f"{d}/rules-stock.1.time").read().split()[-2])
-m = re.search(r"([\d.]+)\s*s in the packet loop", open(f"{d}/rules-stock.1.err").read())
-print(max(0, int((wall - (float(m.group(1)) if m else wall)) * 800)))
-' "$res") || rdelay=0
-    echo "perf_rules_delay_ms=$rdelay" >>"$res/meta"
-    log "perf record: engine with the stock rules (from ${rdelay} ms)"
-    if BW_CACHE_DIR=$rcache perf record -q -e cpu-clock -F 2000 -D "$rdelay" \
-         -o "$res/perf-rules.data" "$engine" --pcap "$pcap_rules" --rules "$sa_rules" \
-         >/dev/null 2>"$res/perf-rules.err"; then
-      perf report -i "$res/perf-rules.data" --stdio --no-children --sort dso,symbol \
-        2>/dev/null >"$res/perf-rules.txt" || true
-      perf report -i "$res/perf-rules.data" --stdio --no-children --sort dso \
-        2>/dev/null >"$res/perf-rules-dso.txt" || true
-    else
-      log "perf record of the engine with the stock rules failed"
-    fi
-  fi
-  # Start sampling after most of the EAL start-up: 80% of (wall - engine
-  # time) of round 1.
-  delay=$(python3 - "$res" <<'EOF'
-import re, sys
-d = sys.argv[1]
-wall = float(open(f"{d}/engine.1.time").read().split()[-2])
+d, f = sys.argv[1], sys.argv[2]
+wall = float(open(f"{d}/{f}.1.time").read().split()[-2])
 m = re.search(r"([\d.]+)\s*s in the packet loop|over\s+([\d.]+)\s*s",
-              open(f"{d}/engine.1.err").read())
+              open(f"{d}/{f}.1.err").read())
 print(max(0, int((wall - (float(m.group(1) or m.group(2)) if m else wall)) * 800)))
 EOF
   ) || delay=0
-  echo "perf_delay_ms=$delay" >>"$res/meta"
-  log "perf record: engine (from ${delay} ms)"
-  if perf record -q -e cpu-clock -F 5000 -D "$delay" -o "$res/perf.data" \
-       "$engine" --pcap "$big" >/dev/null 2>"$res/perf-engine.err"; then
-    perf report -i "$res/perf.data" --stdio --no-children --sort dso,symbol \
-      2>/dev/null >"$res/perf.txt" || true
-    perf report -i "$res/perf.data" --stdio --no-children --sort dso \
-      2>/dev/null >"$res/perf-dso.txt" || true
+  echo "$key=$delay" >>"$res/meta"
+  log "perf record: $name (from ${delay} ms)"
+  if perf record -q -e cpu-clock -F "$hz" -D "$delay" -o "$res/$name.data" \
+       "$@" >/dev/null 2>"$res/$name.err"; then
+    perf report -i "$res/$name.data" --stdio --no-children --sort dso,symbol \
+      2>/dev/null >"$res/$name.txt" || true
+    perf report -i "$res/$name.data" --stdio --no-children --sort dso \
+      2>/dev/null >"$res/$name-dso.txt" || true
   else
-    log "perf record of the engine failed"
+    log "perf record ($name) failed"
   fi
+}
+
+if [ -n "$perf" ] && command -v perf >/dev/null &&
+   perf record -q -e cpu-clock -o "$res/perf-probe.data" true >/dev/null 2>&1; then
+  if [ -z "$rules_skip" ] && [ -f "$res/rules-stock.1.err" ]; then
+    # the engine with the stock rules on the rules capture
+    BW_CACHE_DIR=$rcache perf_sample perf-rules rules-stock 2000 perf_rules_delay_ms \
+      "$engine" --pcap "$pcap_rules" --rules "$sa_rules"
+  fi
+  perf_sample perf engine 5000 perf_delay_ms "$engine" --pcap "$big"
   if [ -n "$parse" ]; then
-    pdelay=$(python3 - "$res" <<'EOF'
-import re, sys
-d = sys.argv[1]
-wall = float(open(f"{d}/parse.1.time").read().split()[-2])
-m = re.search(r"([\d.]+)\s*s in the packet loop", open(f"{d}/parse.1.err").read())
-print(max(0, int((wall - (float(m.group(1)) if m else wall)) * 800)))
-EOF
-    ) || pdelay=0
-    echo "perf_parse_delay_ms=$pdelay" >>"$res/meta"
-    log "perf record: engine, parsing on (from ${pdelay} ms)"
-    if perf record -q -e cpu-clock -F 5000 -D "$pdelay" -o "$res/perf-parse.data" \
-         "$engine" --pcap "$pcap_smtp" >/dev/null 2>"$res/perf-parse.err"; then
-      perf report -i "$res/perf-parse.data" --stdio --no-children --sort dso,symbol \
-        2>/dev/null >"$res/perf-parse.txt" || true
-      perf report -i "$res/perf-parse.data" --stdio --no-children --sort dso \
-        2>/dev/null >"$res/perf-parse-dso.txt" || true
-    else
-      log "perf record of the engine (parsing) failed"
-    fi
+    perf_sample perf-parse parse 5000 perf_parse_delay_ms "$engine" --pcap "$pcap_smtp"
   fi
 fi
 
