@@ -435,6 +435,7 @@ struct ifx {
 	const struct rule_set *set;
 	const char *p;
 	const char *err;
+	unsigned depth;              /* nesting of ! and (: recursion, bounded */
 };
 
 static double ifx_or(struct ifx *x);
@@ -448,15 +449,29 @@ static void ifx_ws(struct ifx *x)
 static double ifx_primary(struct ifx *x)
 {
 	ifx_ws(x);
+	if ((*x->p == '!' || *x->p == '(') && x->depth >= RULES_MAX_META_DEPTH) {
+		x->err = "if expression nested too deeply (more than "
+			 RULES_STR(RULES_MAX_META_DEPTH) " levels)";
+		return 0;
+	}
 	if (*x->p == '!') {
+		double v;
+
 		x->p++;
-		return ifx_primary(x) == 0.0 ? 1.0 : 0.0;
+		x->depth++;
+		v = ifx_primary(x) == 0.0 ? 1.0 : 0.0;
+		x->depth--;
+		return v;
 	}
 	if (*x->p == '(') {
 		double v;
 
 		x->p++;
+		x->depth++;
 		v = ifx_or(x);
+		x->depth--;
+		if (x->err)
+			return 0;   /* the innermost error stands */
 		ifx_ws(x);
 		if (*x->p != ')') {
 			x->err = "missing ')'";

@@ -436,6 +436,37 @@ static void test_errors(void)
 			}
 		}
 	}
+	/* the same for `if` lines */
+	for (int o = 0; o < 2; o++) {
+		for (int deep = 0; deep < 2; deep++) {
+			size_t reps = deep ? (o ? 60000 : 30000) : RULES_MAX_META_DEPTH - 2;
+			char *t = malloc(2 * reps + 64);
+			size_t n = (size_t)sprintf(t, "if ");
+			struct rule_set *s;
+			bool nested = false;
+
+			memset(t + n, o ? '!' : '(', reps);
+			n += reps;
+			n += (size_t)sprintf(t + n, "1");
+			if (!o) {
+				memset(t + n, ')', reps);
+				n += reps;
+			}
+			sprintf(t + n, "\nbody A /a/\nendif\n");
+			s = load(t);
+			for (uint32_t k = 0; k < s->nerrors; k++)
+				nested |= strstr(s->errors[k].reason, "nested too deeply") != NULL;
+			if (nested != (bool)deep)
+				fprintf(stderr, "if nesting '%c' x %zu: %u errors, first: %s\n",
+					o ? '!' : '(', reps, s->nerrors,
+					s->nerrors ? s->errors[0].reason : "-");
+			CHECK(nested == (bool)deep);
+			if (!deep)   /* an even number of ! over 1 is true */
+				CHECK(s->nerrors == 0 && get(s, "A") != NULL);
+			rule_set_free(s);
+			free(t);
+		}
+	}
 	/* errors are collected, not just the first */
 	{
 		struct rule_set *s = load("body\nscore X y\nfrobnicate\nbody OK /fine/\n");
