@@ -1840,7 +1840,10 @@ static const char *take_directive_tag(struct rule_set *set, struct sbuf *s, cons
 /* Follows ReplaceTags.pm: <pre X>/<post X>/<inter X> choose decorations,
  * then the pattern is split at <TAG> pieces; empty pieces between two tags
  * get the inter text, each tag gets pre/post and its replacement; repeated
- * while a replacement introduces new tags (5 passes at most). */
+ * while a replacement introduces new tags (5 passes at most). A tag whose
+ * value holds itself twice doubles the pattern each pass: past
+ * RULES_MAX_PATTERN bytes the rule is an error (a 577-byte file took 34 s
+ * before). */
 static int apply_replace_tags(struct rule_set *set, struct rule *r)
 {
 	struct rules_parse_state *ps = set->ps;
@@ -1871,7 +1874,9 @@ static int apply_replace_tags(struct rule_set *set, struct rule *r)
 		if (inter_n) inter = rtag_find(ps, RTAG_INTER, inter_n, strlen(inter_n));
 		sb_add(&out, "", 0);
 		p = cur.p;
-		while (*p) {
+		/* bounded inside a pass too: one pass over a long pattern with
+		 * a long value could otherwise take gigabytes */
+		while (*p && out.len <= RULES_MAX_PATTERN) {
 			/* a tag piece is <[^<>]+> (SpamAssassin's split) */
 			const char *q = NULL;
 
@@ -1913,6 +1918,15 @@ static int apply_replace_tags(struct rule_set *set, struct rule *r)
 		mem_free(MEM_RULES, cur.p);
 		cur = out;
 		passes++;
+		if (cur.len > RULES_MAX_PATTERN) {
+			add_error(set, r->file, r->line,
+				  "rule %s: replace_tags make its pattern longer than %u bytes",
+				  r->name, RULES_MAX_PATTERN);
+			mem_free(MEM_RULES, cur.p);
+			r->test = RULE_TEST_NONE;
+			r->skip = RULE_SKIP_REGEX;
+			return 0;
+		}
 	} while (again && passes <= 5);
 	if (cur.oom) {
 		mem_free(MEM_RULES, cur.p);
@@ -2324,13 +2338,25 @@ int rules_finish(struct rule_set *set)
 	rc = compact_rules(set);
 	if (rc < 0)
 		return rc;
-	/* ReplaceTags on the rules listed in replace_rules */
-	for (uint32_t i = 0; i < ps->nreplace; i++) {
-		int32_t id = rules_find(set, ps->replace_rules[i]);
+	/* ReplaceTags on the rules listed in replace_rules, once each however
+	 * often listed (a second pass would expand the expansion) */
+	if (ps->nreplace) {
+		uint8_t *done = mem_calloc(MEM_RULES, set->nrules + 1, 1);
 
-		if (id >= 0 && set->rules[id].test == RULE_TEST_REGEX &&
-		    apply_replace_tags(set, &set->rules[id]) < 0)
+		if (!done)
 			return -ENOMEM;
+		for (uint32_t i = 0; i < ps->nreplace; i++) {
+			int32_t id = rules_find(set, ps->replace_rules[i]);
+
+			if (id < 0 || done[id] || set->rules[id].test != RULE_TEST_REGEX)
+				continue;
+			done[id] = 1;
+			if (apply_replace_tags(set, &set->rules[id]) < 0) {
+				mem_free(MEM_RULES, done);
+				return -ENOMEM;
+			}
+		}
+		mem_free(MEM_RULES, done);
 	}
 	for (uint32_t id = 0; id < set->nrules; id++) {
 		struct rule *r = &set->rules[id];

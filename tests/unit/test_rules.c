@@ -547,6 +547,23 @@ static void test_replace_tags(void)
 	CHECK_STR(get(s, "RT5")->pattern, "<A>");   /* not listed in replace_rules */
 	CHECK_EQ_U64(s->counts.replace_tags_applied, 4);
 	rule_set_free(s);
+	/* listed twice, applied once: a second pass would expand the
+	 * expansion (fuzz_rules found 577 bytes taking 34 s that way) */
+	s = load("replace_tag D <D>x\n"
+		 "body RT6 /<D>/\n"
+		 "replace_rules RT6\nreplace_rules RT6 RT6\n");
+	CHECK_EQ_U64(s->nerrors, 0);
+	CHECK_STR(get(s, "RT6")->pattern, "<D>xxxxxx");   /* 6 passes, once */
+	rule_set_free(s);
+	/* a tag holding itself 16 times: 16^k copies; an error past
+	 * RULES_MAX_PATTERN, naming the rule, and the others still load */
+	s = load("replace_tag X <X><X><X><X><X><X><X><X><X><X><X><X><X><X><X><X>\n"
+		 "body RT7 /<X>/\nbody RT8 /fine/\n"
+		 "replace_rules RT7\n");
+	CHECK_EQ_U64(s->nerrors, 1);
+	CHECK(s->nerrors == 1 && strstr(s->errors[0].reason, "rule RT7: replace_tags make its pattern longer"));
+	CHECK(get(s, "RT8") != NULL);
+	rule_set_free(s);
 }
 
 /* --- meta evaluation ---------------------------------------------------- */
