@@ -107,12 +107,19 @@ for j in range(int(meta.get("variants", "1"))):
 eng = variants[0][1]
 first_summary = eng["summary"]
 
+def rounds_kv(name, prefix, keys):
+    """KEYS of the 'PREFIX k=v' lines in each round's NAME.N.out: a list per
+    key, in round order (absent files add nothing)."""
+    out = {k: [] for k in keys}
+    for i in range(1, rounds + 1):
+        for d in kv_line(read(f"{name}.{i}.out"), prefix):
+            for k in keys:
+                out[k].append(d.get(k))
+    return out
+
+
 # --- rx ceiling ---------------------------------------------------------------
-rx = {"gbps": [], "mpps": [], "seconds": [], "packets": [], "bytes": []}
-for i in range(1, rounds + 1):
-    for d in kv_line(read(f"rx.{i}.out"), "rx_ceiling"):
-        for k in rx:
-            rx[k].append(d.get(k))
+rx = rounds_kv("rx", "rx_ceiling", ("gbps", "mpps", "seconds", "packets", "bytes"))
 
 # --- memcpy -------------------------------------------------------------------
 mem = {}   # size -> {"label", "gbytes": [...], "gbit": [...]}
@@ -528,18 +535,10 @@ def parsing_section():
     rows = parse_rows()
     by = {prefix: e for prefix, _, e in rows}
     nw = PARSE_WORKERS or "N"
-    prx = {"gbps": [], "mpps": [], "seconds": []}
-    for i in range(1, rounds + 1):
-        for d in kv_line(read(f"parse-rx.{i}.out"), "rx_ceiling"):
-            for k in prx:
-                prx[k].append(d.get(k))
+    prx = rounds_kv("parse-rx", "rx_ceiling", ("gbps", "mpps", "seconds"))
     prg, prm = stat(prx["gbps"]), stat(prx["mpps"])
     # software sorting's ceiling (rx_ceiling --sort K), when run
-    psx = {"gbps": [], "mpps": [], "sort": []}
-    for i in range(1, rounds + 1):
-        for d in kv_line(read(f"parse-rx-sort.{i}.out"), "rx_ceiling"):
-            for k in psx:
-                psx[k].append(d.get(k))
+    psx = rounds_kv("parse-rx-sort", "rx_ceiling", ("gbps", "mpps", "sort"))
     psg, psm = stat(psx["gbps"]), stat(psx["mpps"])
     nsort = int(psx["sort"][0]) if psx["sort"] and psx["sort"][0] else 0
 
