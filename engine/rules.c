@@ -428,6 +428,9 @@ static bool feature_present(const char *name, size_t n)
 	return false;
 }
 
+#define RULES_STR_(x) #x
+#define RULES_STR(x) RULES_STR_(x)   /* a limit's value in an error message */
+
 /* A tiny evaluator for `if` lines: ! && || ( ) comparisons, numbers,
  * `version`, plugin(NAME), can(NAME), perl_version. Values are doubles;
  * on a syntax error ifx.err is set. */
@@ -449,9 +452,9 @@ static void ifx_ws(struct ifx *x)
 static double ifx_primary(struct ifx *x)
 {
 	ifx_ws(x);
-	if ((*x->p == '!' || *x->p == '(') && x->depth >= RULES_MAX_META_DEPTH) {
+	if ((*x->p == '!' || *x->p == '(') && x->depth >= RULES_MAX_EXPR_DEPTH) {
 		x->err = "if expression nested too deeply (more than "
-			 RULES_STR(RULES_MAX_META_DEPTH) " levels)";
+			 RULES_STR(RULES_MAX_EXPR_DEPTH) " levels)";
 		return 0;
 	}
 	if (*x->p == '!') {
@@ -1991,9 +1994,9 @@ static void mc_cond(struct mc *m);
  * otherwise overflow the stack. */
 static int mc_nest(struct mc *m)
 {
-	if (m->depth >= RULES_MAX_META_DEPTH) {
+	if (m->depth >= RULES_MAX_EXPR_DEPTH) {
 		if (!m->err)
-			m->err = "nested too deeply (more than " RULES_STR(RULES_MAX_META_DEPTH) " levels)";
+			m->err = "nested too deeply (more than " RULES_STR(RULES_MAX_EXPR_DEPTH) " levels)";
 		return 0;
 	}
 	m->depth++;

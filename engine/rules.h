@@ -33,10 +33,8 @@
 #define RULES_MAX_INCLUDE_DEPTH 16
 #define RULES_MAX_IF_DEPTH      64
 #define RULES_MAX_META_OPS      4096    /* RPN length of one meta */
-#define RULES_MAX_META_DEPTH    200     /* nesting of one meta: (, !, -, ?: */
+#define RULES_MAX_EXPR_DEPTH    200     /* nesting in one meta or if expression: (, !, -, ?: */
 #define RULES_MAX_PATTERN       (1u << 20)  /* a pattern after replace_tags (stock: 224 KB) */
-#define RULES_STR_(x) #x
-#define RULES_STR(x) RULES_STR_(x)
 #define RULES_MAX_RULES         200000
 
 /* What a rule tests. */

@@ -410,7 +410,7 @@ static void test_errors(void)
 			for (int deep = 0; deep < 2; deep++) {
 				size_t ol = strlen(opens[o]);
 				/* as deep as a line (64 KiB) allows, or just inside the limit */
-				size_t reps = deep ? 60000 / (ol + (o == 0)) : RULES_MAX_META_DEPTH - 2;
+				size_t reps = deep ? 60000 / (ol + (o == 0)) : RULES_MAX_EXPR_DEPTH - 2;
 				char *t = malloc(reps * (ol + 1) + 64);
 				size_t n = (size_t)sprintf(t, "body A /a/\nmeta M ");
 
@@ -439,7 +439,7 @@ static void test_errors(void)
 	/* the same for `if` lines */
 	for (int o = 0; o < 2; o++) {
 		for (int deep = 0; deep < 2; deep++) {
-			size_t reps = deep ? (o ? 60000 : 30000) : RULES_MAX_META_DEPTH - 2;
+			size_t reps = deep ? (o ? 60000 : 30000) : RULES_MAX_EXPR_DEPTH - 2;
 			char *t = malloc(2 * reps + 64);
 			size_t n = (size_t)sprintf(t, "if ");
 			struct rule_set *s;
