@@ -439,7 +439,7 @@ struct worker {
 	unsigned nstage;
 	/* its thread's counters, saved when it ends, for the summary */
 	struct smtp_stats smtp;
-	struct pipeline_stage_clock clock;
+	struct stage_clock clock;
 	double cpu_s;
 } __rte_cache_aligned;
 
@@ -533,7 +533,7 @@ static void *worker_main(void *arg)
 	 * per queue, receives); without one (all taken) it still works */
 	(void)rte_thread_register();
 	if (ws->stage_times)
-		pipeline_stages_start();
+		stage_clock_start();
 	for (;;) {
 		uint64_t t0 = rte_rdtsc();
 		unsigned n;
@@ -577,10 +577,10 @@ static void *worker_main(void *arg)
 		w->wait_cycles += rte_rdtsc() - t0;
 	}
 	pipeline_finish(w->pl);
-	pipeline_stages_pause();
+	stage_clock_pause();
 	rte_thread_unregister();
 	w->smtp = smtp_stats;
-	w->clock = pipeline_stages;
+	w->clock = stage_clock;
 	w->cpu_s = thread_cpu_s() - cpu0;
 	mime_conv_cache_flush();     /* this thread's converters */
 	return NULL;
@@ -675,9 +675,7 @@ static void workers_merge(struct workers *ws, struct verdict *primary)
 		w0->out.write_errors += w->out.write_errors;
 		if (w0->v && w->v)
 			verdict_merge_stats(w0->v, w->v);
-		for (int s = 0; s < PIPELINE_STAGE_MAX; s++)
-			pipeline_stages.cycles[s] += w->clock.cycles[s];
-		pipeline_stages.changes += w->clock.changes;
+		stage_clock_add(&stage_clock, &w->clock);
 	}
 	if (ws->n > 1) {
 		w0->out.records += ws->storm_out.records;
@@ -729,10 +727,10 @@ static void reload_start(struct reload *r)
 /* Storm records, charged to the output stage (--stage-times). */
 static void storm_sink(void *o, const struct storm_event *ev)
 {
-	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_OUTPUT);
+	unsigned prev = stage_enter(STAGE_OUTPUT);
 
 	output_storm_record(o, ev);
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 /* Where storm records go: worker 0's output with one worker; with
@@ -816,28 +814,6 @@ static struct verdict *reload_poll(struct reload *r, struct workers *ws, struct 
 	return cur;
 }
 
-/* The cost of one stage change with the clock on (a TSC read and the
- * bookkeeping), for the summary: the best of a few short batches, so a
- * preemption does not count. Leaves the clock stopped. */
-static double stage_change_ns(void)
-{
-	enum { N = 2000, BATCHES = 16 };
-	uint64_t best = UINT64_MAX;
-
-	pipeline_stages_start();
-	for (int b = 0; b < BATCHES; b++) {
-		uint64_t t0 = rte_rdtsc(), t1;
-
-		for (int i = 0; i < N; i++)
-			pipeline_stage_enter(i & 1 ? PIPELINE_STAGE_DECODE : PIPELINE_STAGE_OTHER);
-		t1 = rte_rdtsc();
-		if (t1 - t0 < best)
-			best = t1 - t0;
-	}
-	pipeline_stages_pause();
-	return (double)best * 1e9 / (double)rte_get_tsc_hz() / N;
-}
-
 /* --replay: the capture held in memory and what the passes took. */
 struct replay {
 	unsigned passes;             /* 0: not a replay */
@@ -874,7 +850,7 @@ static struct verdict *replay_passes(struct replay *rp, struct workers *ws, int 
 			rp->rewrite_s += mono_s() - t0;
 		}
 		if (stage_times)
-			pipeline_stages_resume();
+			stage_clock_resume();
 		t0 = mono_s();
 		rp->cpu_s -= thread_cpu_s();
 		for (uint64_t i = 0; i < n && !stop_requested; i += BURST) {
@@ -912,7 +888,7 @@ static struct verdict *replay_passes(struct replay *rp, struct workers *ws, int 
 		rp->pass_s[k] = mono_s() - t0;
 		rp->cpu_s += thread_cpu_s();
 		if (stage_times)
-			pipeline_stages_pause();
+			stage_clock_pause();
 	}
 	if (progress && t_last_progress > 0)
 		fprintf(stderr, "\r%60s\r", "");
@@ -1207,7 +1183,7 @@ int main(int argc, char **argv)
 			      verdict_max_window_ns(verdict);
 	}
 	if (stage_times)
-		change_ns = stage_change_ns();
+		change_ns = stage_clock_change_ns();
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	if (verdict)
@@ -1218,7 +1194,7 @@ int main(int argc, char **argv)
 	progress = !quiet && isatty(STDERR_FILENO);
 
 	if (stage_times)
-		pipeline_stages_start();
+		stage_clock_start();
 	for (unsigned k = 1; k < nworkers; k++) {
 		if (pthread_create(&ws.w[k].thread, NULL, worker_main, &ws.w[k]) != 0) {
 			fprintf(stderr, "breakwater: cannot start worker %u\n", k);
@@ -1227,7 +1203,7 @@ int main(int argc, char **argv)
 		ws.w[k].started = true;
 	}
 	if (rp.passes) {
-		pipeline_stages_pause();
+		stage_clock_pause();
 		verdict = replay_passes(&rp, &ws, cap.linktype, verdict, &reload,
 					stage_times, progress);
 	}
@@ -1281,7 +1257,7 @@ int main(int argc, char **argv)
 		verdict_free(reload.result);
 	}
 	if (rp.passes && stage_times)
-		pipeline_stages_resume();
+		stage_clock_resume();
 	__atomic_store_n(&ws.stop, 1, __ATOMIC_RELEASE);
 	pipeline_finish(pl);
 	memset(&ri, 0, sizeof(ri));
@@ -1290,7 +1266,7 @@ int main(int argc, char **argv)
 			pthread_join(ws.w[k].thread, NULL);
 			ri.engine_cpu_s += ws.w[k].cpu_s;
 		}
-	pipeline_stages_pause();
+	stage_clock_pause();
 	workers_merge(&ws, verdict);
 	ri.workers = nworkers;
 	for (unsigned k = 0; k < nworkers && k < RUN_INFO_WORKERS; k++) {

@@ -358,14 +358,14 @@ static double stages_total_ns(const struct run_info *ri)
 {
 	uint64_t c = 0;
 
-	for (int s = 0; s < PIPELINE_STAGE_MAX; s++)
-		c += pipeline_stages.cycles[s];
+	for (int s = 0; s < STAGE_MAX; s++)
+		c += stage_clock.cycles[s];
 	return (double)c * 1e9 / (double)ri->tsc_hz;
 }
 
 static double stage_ns(const struct run_info *ri, int s)
 {
-	return (double)pipeline_stages.cycles[s] * 1e9 / (double)ri->tsc_hz;
+	return (double)stage_clock.cycles[s] * 1e9 / (double)ri->tsc_hz;
 }
 
 void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
@@ -453,21 +453,21 @@ void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
 		double total = stages_total_ns(ri);
 
 		fprintf(f, "  stages:      ns per packet / per message / share of the loop:");
-		for (int st = 1; st <= PIPELINE_STAGE_MAX; st++) {
-			int s = st % PIPELINE_STAGE_MAX;   /* "other" last */
+		for (int st = 1; st <= STAGE_MAX; st++) {
+			int s = st % STAGE_MAX;   /* "other" last */
 			double ns = stage_ns(ri, s);
 
-			fprintf(f, " %s %.1f / ", pipeline_stage_name((enum pipeline_stage)s),
+			fprintf(f, " %s %.1f / ", stage_name((enum stage)s),
 				ps->packets ? ns / (double)ps->packets : 0.0);
 			if (ps->messages)
 				fprintf(f, "%.0f", ns / (double)ps->messages);
 			else
 				fprintf(f, "-");
 			fprintf(f, " / %.1f%%%s", total > 0 ? 100.0 * ns / total : 0.0,
-				st < PIPELINE_STAGE_MAX ? "," : ";");
+				st < STAGE_MAX ? "," : ";");
 		}
 		fprintf(f, " %.3f s timed, %" PRIu64 " clock reads of about %.0f ns each (in the figures)\n",
-			total / 1e9, pipeline_stages.changes, ri->stage_change_ns);
+			total / 1e9, stage_clock.changes, ri->stage_change_ns);
 	}
 }
 
@@ -609,15 +609,15 @@ int output_summary_json(FILE *f, const struct pipeline *pl, const struct output 
 
 		json_open_object(&j);
 		json_kv_u64(&j, "tsc_hz", ri->tsc_hz);
-		json_kv_u64(&j, "clock_reads", pipeline_stages.changes);
+		json_kv_u64(&j, "clock_reads", stage_clock.changes);
 		json_key(&j, "clock_read_ns");
 		json_double(&j, ri->stage_change_ns);
 		json_key(&j, "timed_s");
 		json_double(&j, total / 1e9);
-		for (int s = 0; s < PIPELINE_STAGE_MAX; s++) {
+		for (int s = 0; s < STAGE_MAX; s++) {
 			double ns = stage_ns(ri, s);
 
-			json_key(&j, pipeline_stage_name((enum pipeline_stage)s));
+			json_key(&j, stage_name((enum stage)s));
 			json_open_object(&j);
 			json_key(&j, "s");
 			json_double(&j, ns / 1e9);

@@ -59,7 +59,7 @@ struct run_info {
 	uint64_t worker_packets[RUN_INFO_WORKERS];  /* frames each worker ran */
 	double worker_wait_s[RUN_INFO_WORKERS];     /* waiting: 0 for queue room, the others for work */
 	uint64_t port_missed, port_errors, port_nombuf;
-	/* --stage-times: pipeline_stages holds the cycles (0: no stage figures) */
+	/* --stage-times: stage_clock holds the cycles (0: no stage figures) */
 	uint64_t tsc_hz;
 	double stage_change_ns;      /* measured cost of one stage change (a TSC read) */
 	/* --replay: passes over the capture held in memory (0: not a replay) */

@@ -12,48 +12,6 @@
 #include "smtp.h"
 #include "verdict.h"
 
-__thread struct pipeline_stage_clock pipeline_stages;
-
-static const char *const stage_names[PIPELINE_STAGE_MAX] = {
-	[PIPELINE_STAGE_OTHER] = "other",
-	[PIPELINE_STAGE_DECODE] = "decode",
-	[PIPELINE_STAGE_FLOW] = "flow",
-	[PIPELINE_STAGE_REASM] = "reassembly",
-	[PIPELINE_STAGE_SMTP] = "smtp",
-	[PIPELINE_STAGE_MESSAGE] = "message",
-	[PIPELINE_STAGE_MATCH] = "match",
-	[PIPELINE_STAGE_STORM] = "storm",
-	[PIPELINE_STAGE_OUTPUT] = "output",
-};
-
-const char *pipeline_stage_name(enum pipeline_stage s)
-{
-	return (unsigned)s < PIPELINE_STAGE_MAX ? stage_names[s] : "?";
-}
-
-void pipeline_stages_start(void)
-{
-	memset(&pipeline_stages, 0, sizeof(pipeline_stages));
-	pipeline_stages.cur = PIPELINE_STAGE_OTHER;
-	pipeline_stages.mark = rte_rdtsc();
-	pipeline_stages.on = true;
-}
-
-void pipeline_stages_pause(void)
-{
-	if (!pipeline_stages.on)
-		return;
-	pipeline_stage_enter(pipeline_stages.cur);
-	pipeline_stages.changes--;   /* not a stage change */
-	pipeline_stages.on = false;
-}
-
-void pipeline_stages_resume(void)
-{
-	pipeline_stages.mark = rte_rdtsc();
-	pipeline_stages.on = true;
-}
-
 /* What the pipeline keeps per flow, beside the flow itself: made at the
  * flow's first payload byte (or first dumped byte), so a flow that never
  * carries data costs only struct flow. The message parser exists only while
@@ -105,7 +63,7 @@ static void msg_put(struct pipeline *pl, struct message *m)
 static void tx_data_begin(void *user, const struct smtp_tx *tx)
 {
 	struct flow_app *a = user;
-	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_MESSAGE);
+	unsigned prev = stage_enter(STAGE_MESSAGE);
 
 	(void)tx;
 	if (a->msg) {
@@ -133,7 +91,7 @@ static void tx_data_begin(void *user, const struct smtp_tx *tx)
 		if (a->pl->verdict)
 			verdict_begin(a->pl->verdict, a->msg);
 	}
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 static void tx_data(void *user, const struct smtp_tx *tx, const uint8_t *p, size_t n)
@@ -142,10 +100,10 @@ static void tx_data(void *user, const struct smtp_tx *tx, const uint8_t *p, size
 
 	(void)tx;
 	if (a->msg) {
-		unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_MESSAGE);
+		unsigned prev = stage_enter(STAGE_MESSAGE);
 
 		message_feed(a->msg, p, n);
-		pipeline_stage_enter(prev);
+		stage_enter(prev);
 	}
 }
 
@@ -154,7 +112,7 @@ static void tx_end(void *user, const struct smtp_session *s, const struct smtp_t
 	struct flow_app *a = user;
 	struct pipeline *pl = a->pl;
 	struct message *m = a->msg;
-	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_MESSAGE);
+	unsigned prev = stage_enter(STAGE_MESSAGE);
 
 	if (m) {
 		message_end(m);
@@ -169,17 +127,17 @@ static void tx_end(void *user, const struct smtp_session *s, const struct smtp_t
 
 		if (pl->verdict) {
 			/* verdict_tx() moves the clock to STORM for its tracking */
-			pipeline_stage_enter(PIPELINE_STAGE_MATCH);
+			stage_enter(STAGE_MATCH);
 			h = verdict_tx(pl->verdict, m, tx, flow_client_addr(a->flow),
 				       a->flow->ipver, pl->now);
 		}
-		pipeline_stage_enter(PIPELINE_STAGE_OUTPUT);
+		stage_enter(STAGE_OUTPUT);
 		output_tx_record(pl->out, a->flow, s, tx, m, pl->verdict, h);
-		pipeline_stage_enter(PIPELINE_STAGE_MESSAGE);
+		stage_enter(STAGE_MESSAGE);
 	}
 	a->msg = NULL;
 	msg_put(pl, m);
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 static const struct smtp_ops smtp_ops = {
@@ -245,11 +203,11 @@ static void on_data(void *user, void *owner, int dir, const uint8_t *p, uint32_t
 		dump_bytes(pl, f, dir, p, n);
 	if (!pl->cfg.smtp)
 		return;
-	prev = pipeline_stage_enter(PIPELINE_STAGE_SMTP);
+	prev = stage_enter(STAGE_SMTP);
 	a = app_of(pl, f);
 	if (a && a->smtp)
 		smtp_feed(a->smtp, dir, p, n, pl->now);
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 static void on_gap(void *user, void *owner, int dir, uint32_t n)
@@ -260,11 +218,11 @@ static void on_gap(void *user, void *owner, int dir, uint32_t n)
 
 	if (!pl->cfg.smtp)
 		return;
-	prev = pipeline_stage_enter(PIPELINE_STAGE_SMTP);
+	prev = stage_enter(STAGE_SMTP);
 	/* app_of() makes the session if need be: a gap before any byte still tells */
 	if ((a = app_of(pl, owner)) && a->smtp)
 		smtp_gap(a->smtp, dir, n);
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 /* Ends everything the flow feeds (streams, consumer), writes its record and
@@ -273,7 +231,7 @@ static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
 {
 	enum reasm_end rwhy = why == FLOW_END_RST ? REASM_END_RST : REASM_END_FLUSH;
 	struct flow_app *a;
-	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_REASM);
+	unsigned prev = stage_enter(STAGE_REASM);
 
 	if (f->end == FLOW_END_NONE)
 		f->end = (uint8_t)why;
@@ -285,16 +243,16 @@ static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
 	 * state of a flow that had none */
 	a = f->app;
 	if (a && a->smtp) {
-		pipeline_stage_enter(PIPELINE_STAGE_SMTP);
+		stage_enter(STAGE_SMTP);
 		smtp_end(a->smtp, pl->now);   /* reports open transactions */
 		smtp_session_free(a->smtp);
 		a->smtp = NULL;
 	}
 	if (pl->cfg.flow_records) {
-		pipeline_stage_enter(PIPELINE_STAGE_OUTPUT);
+		stage_enter(STAGE_OUTPUT);
 		output_flow_record(pl->out, f);
 	}
-	pipeline_stage_enter(PIPELINE_STAGE_FLOW);
+	stage_enter(STAGE_FLOW);
 	if (a) {
 		for (int d = 0; d < 2; d++)
 			if (a->dump[d] && fclose(a->dump[d]) != 0)
@@ -303,7 +261,7 @@ static void flow_finish(struct pipeline *pl, struct flow *f, enum flow_end why)
 		mem_free(MEM_FLOW, a);
 		f->app = NULL;
 	}
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 /* flow table callback: the flow leaves the table */
@@ -366,7 +324,7 @@ static inline void packet_path(struct pipeline *pl, const uint8_t *frame, uint32
 		return;
 	pl->stats.tcp_packets++;
 	p.ts_ns = pl->now;
-	pipeline_stage_enter(PIPELINE_STAGE_FLOW);
+	stage_enter(STAGE_FLOW);
 	f = flow_get(pl->flows, &p, pl->now, &dir, &created);
 	if (!f)
 		return;
@@ -392,7 +350,7 @@ static inline void packet_path(struct pipeline *pl, const uint8_t *frame, uint32
 		return;
 	}
 
-	pipeline_stage_enter(PIPELINE_STAGE_REASM);
+	stage_enter(STAGE_REASM);
 	s = &f->stream[dir];
 	if (p.payload_len || (p.tcp_flags & (TCPF_SYN | TCPF_FIN)))
 		reasm_segment(&pl->reasm, s, f, dir, p.seq, p.tcp_flags, p.payload, p.payload_len);
@@ -414,30 +372,30 @@ static inline void packet_path(struct pipeline *pl, const uint8_t *frame, uint32
 
 void pipeline_packet(struct pipeline *pl, const uint8_t *frame, uint32_t len, uint64_t ts_ns)
 {
-	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_DECODE);
+	unsigned prev = stage_enter(STAGE_DECODE);
 
 	packet_path(pl, frame, len, ts_ns);
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 void pipeline_housekeeping(struct pipeline *pl)
 {
-	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_FLOW);
+	unsigned prev = stage_enter(STAGE_FLOW);
 
 	flow_expire(pl->flows, pl->now, pl->cfg.expire_work);
 	if (pl->verdict) {
-		pipeline_stage_enter(PIPELINE_STAGE_STORM);
+		stage_enter(STAGE_STORM);
 		verdict_advance(pl->verdict, pl->now);
 	}
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 void pipeline_finish(struct pipeline *pl)
 {
-	unsigned prev = pipeline_stage_enter(PIPELINE_STAGE_FLOW);
+	unsigned prev = stage_enter(STAGE_FLOW);
 
 	flow_table_flush(pl->flows, FLOW_END_EOF);
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 void pipeline_free(struct pipeline *pl)

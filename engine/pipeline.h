@@ -16,13 +16,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include <rte_cycles.h>
-
 #include "decode.h"
 #include "flow.h"
 #include "message.h"
 #include "reassembly.h"
 #include "smtp.h"
+#include "stage_clock.h"
 
 struct output;
 struct verdict;
@@ -87,61 +86,5 @@ void pipeline_finish(struct pipeline *pl);
 /* Frees the pipeline (flows still open are flushed first). */
 void pipeline_free(struct pipeline *pl);
 
-/* Stage timing (--stage-times): TSC cycles spent in each stage, exclusive
- * (a stage called from another, e.g. SMTP from reassembly's data callback,
- * is charged to itself, not to its caller). One clock per thread: each
- * worker charges its own (breakwater.c adds them up for the summary). Each stage change reads the TSC once; while the clock is off a
- * change costs one predictable branch. PIPELINE_STAGE_OTHER is everything
- * outside the pipeline's calls (receive, freeing mbufs, the loop itself). */
-enum pipeline_stage {
-	PIPELINE_STAGE_OTHER,
-	PIPELINE_STAGE_DECODE,
-	PIPELINE_STAGE_FLOW,         /* lookup, creation, expiry, ends */
-	PIPELINE_STAGE_REASM,        /* TCP reassembly */
-	PIPELINE_STAGE_SMTP,         /* session parsing */
-	PIPELINE_STAGE_MESSAGE,      /* message (MIME) parsing */
-	PIPELINE_STAGE_MATCH,        /* content rules: views, scans, scoring */
-	PIPELINE_STAGE_STORM,        /* behaviour tracking (track rules) */
-	PIPELINE_STAGE_OUTPUT,       /* records formatted and written */
-	PIPELINE_STAGE_MAX
-};
-
-struct pipeline_stage_clock {
-	bool on;
-	uint8_t cur;                 /* stage being charged */
-	uint64_t mark;               /* TSC at the last change */
-	uint64_t cycles[PIPELINE_STAGE_MAX];
-	uint64_t changes;            /* stage changes while on (TSC reads) */
-};
-
-extern __thread struct pipeline_stage_clock pipeline_stages;
-
-/* Charges the time since the last change to the current stage and makes s
- * current. Returns the stage that was current, to go back to it. */
-static inline unsigned pipeline_stage_enter(unsigned s)
-{
-	struct pipeline_stage_clock *c = &pipeline_stages;
-	unsigned prev;
-	uint64_t t;
-
-	if (__builtin_expect(!c->on, 1))
-		return PIPELINE_STAGE_OTHER;
-	t = rte_rdtsc();
-	prev = c->cur;
-	c->cycles[prev] += t - c->mark;
-	c->mark = t;
-	c->cur = (uint8_t)s;
-	c->changes++;
-	return prev;
-}
-
-/* Zeroes the clock and starts it in PIPELINE_STAGE_OTHER. */
-void pipeline_stages_start(void);
-/* Stops charging (the time since the last change goes to the current
- * stage), e.g. around untimed work; resume restarts from now. */
-void pipeline_stages_pause(void);
-void pipeline_stages_resume(void);
-/* Short stable name of a stage ("decode"), for the summary. */
-const char *pipeline_stage_name(enum pipeline_stage s);
 
 #endif

@@ -20,7 +20,7 @@
 #include "match.h"
 #include "mem.h"
 #include "message.h"
-#include "pipeline.h"   /* pipeline_stage_enter (--stage-times) */
+#include "stage_clock.h"
 #include "rules.h"
 #include "smtp.h"
 #include "storm.h"
@@ -344,10 +344,10 @@ static void vstream_feed(void *obj, const uint8_t *p, size_t n)
 
 	if (!vs->v || !vs->st)
 		return;
-	prev = pipeline_stage_enter(PIPELINE_STAGE_MATCH);   /* --stage-times */
+	prev = stage_enter(STAGE_MATCH);   /* --stage-times */
 	/* a failure is counted (scratch stats) and reported at the close */
 	(void)match_stream_feed(vs->v->ms, vs->v->scratch, vs->st, p, n);
-	pipeline_stage_enter(prev);
+	stage_enter(prev);
 }
 
 static void vstream_release(void *obj)
@@ -746,7 +746,7 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 	v->shits.n = 0;
 	if (m)
 		scan_content(v, m, tx);
-	pipeline_stage_enter(PIPELINE_STAGE_STORM);   /* --stage-times */
+	stage_enter(STAGE_STORM);   /* --stage-times */
 	if (owner->storm && tx) {
 		struct storm_tx_summary sum;
 		uint32_t n = tx->nrcpt < VERDICT_MAX_RCPT ? tx->nrcpt : VERDICT_MAX_RCPT;
@@ -783,7 +783,7 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 		if (v->shits.n)
 			v->stats.behaviour_hits++;
 	}
-	pipeline_stage_enter(PIPELINE_STAGE_MATCH);
+	stage_enter(STAGE_MATCH);
 	return score(v);
 }
 
