@@ -93,76 +93,12 @@ void capture_port_stats(const struct capture *c, uint64_t *ipackets,
 /* Stops the port and frees the pool, then the EAL. */
 void capture_close(struct capture *c);
 
+/* Pool memory of one mbuf with this data room, headers included (an
+ * estimate made before the EAL runs, as the mempool lays objects out). */
+uint64_t capture_mbuf_footprint(uint16_t data_room);
+
 /* Reads the link type of a capture file (pcap or pcapng) into *linktype.
  * Returns 0, or -1 with a one-line reason in err. Exposed for tests. */
 int capture_file_linktype(const char *path, int *linktype, char *err, size_t errlen);
-
-/* Replay from memory (--replay): the capture is received once through the
- * port (net_pcap, as a normal run receives it) into mbufs that are kept, then
- * the pipeline runs over the held frames as many passes as asked. Between
- * passes every IPv4 and IPv6 address is moved (capture_store_shift), so each
- * pass is new flows and new storm keys. */
-
-/* What a capture file holds, read with libpcap before the EAL starts, to
- * size the mbuf pool. */
-struct capture_file_info {
-	uint64_t frames;
-	uint64_t bytes;              /* captured bytes (caplen) */
-	uint32_t max_caplen;
-	uint64_t mbufs_2k;           /* mbufs needed with 2048-byte data rooms */
-};
-
-int capture_file_scan(const char *path, struct capture_file_info *fi,
-		      char *err, size_t errlen);
-
-/* The mbuf data room (headroom included) and mbuf count that hold the whole
- * capture fi with one mbuf per frame when frames are at most 2 KiB, and
- * the pool memory that takes (mbufs, mempool headers, the frame index). */
-void capture_store_plan(const struct capture_file_info *fi, uint16_t *data_room,
-			uint64_t *mbufs, uint64_t *mem_bytes);
-
-struct capture_frame {
-	uint8_t *data;               /* first segment's bytes (in the mbuf) */
-	uint32_t len;                /* frame length (all segments) */
-	uint32_t seg_len;            /* bytes in the first segment */
-	uint64_t ts_ns;              /* capture time, as capture_ts_ns() gives it */
-	struct rte_mbuf *m;          /* owner; m->nb_segs > 1 for long frames */
-};
-
-struct capture_store {
-	struct capture_frame *f;
-	uint64_t n;                  /* frames held */
-	uint64_t bytes;              /* frame bytes */
-	uint64_t mbufs;              /* mbufs held (segments) */
-	uint64_t pool_bytes;         /* the pool's memory */
-	uint64_t ts_min, ts_max;     /* capture time span */
-};
-
-/* Receives the whole capture of a CAPTURE_PCAP port into st; every mbuf is
- * kept. expect_frames is capture_file_scan()'s count: fewer frames (the pool
- * ran dry) is an error. Returns 0, or -1 with a one-line reason in err. */
-int capture_load(struct capture *c, struct capture_store *st, uint64_t expect_frames,
-		 char *err, size_t errlen);
-
-/* Gives the mbufs back and frees the index. */
-void capture_store_free(struct capture_store *st);
-
-/* The per-pass address step: the value added, as a 32-bit number, to every
- * IPv4 address and to the first 32 bits of every IPv6 address, once per
- * pass (2^24: the first byte +1, when no two passes can then share an
- * address; otherwise the first step from 2^24 + 1 on that keeps all
- * `passes` passes' addresses apart). Returns 0, or -1 when none is found. */
-int capture_store_stride(const struct capture_store *st, int linktype, unsigned passes,
-			 uint32_t *stride);
-
-/* Adds delta to the addresses of every frame (see above), in place, fixing
- * the IPv4 header checksum and the TCP, UDP and ICMPv6 checksums
- * incrementally (RFC 1624): a checksum that was right stays right, a wrong
- * one stays wrong. */
-void capture_store_shift(struct capture_store *st, int linktype, uint32_t delta);
-
-/* The same on one frame of len bytes. Returns the IP version rewritten (4
- * or 6), or 0 when the frame is not IP. Exposed for tests. */
-int capture_frame_shift(uint8_t *frame, uint32_t len, int linktype, uint32_t delta);
 
 #endif

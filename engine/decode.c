@@ -330,54 +330,39 @@ static enum decode_anomaly decode_l3(uint16_t ethertype, const uint8_t *p, uint3
 	}
 }
 
-/* BSD loopback family values for IPv6 differ by OS (24 NetBSD/OpenBSD,
- * 28 FreeBSD, 30 macOS); 2 is IPv4 everywhere. */
-static enum decode_anomaly decode_null_family(uint32_t fam, const uint8_t *p, uint32_t len,
-					      const struct decode_opts *opts,
-					      struct pkt *out, struct decode_stats *st)
+/* The link layer of a frame: the network header's offset and ethertype
+ * (the BSD loopback family and the raw-IP version nibble mapped to one).
+ * Returns DECODE_OK, or the anomaly that stopped it (not counted here).
+ * One parser for decode_packet() and replay's address rewriting. */
+static inline enum decode_anomaly link_l3(const uint8_t *frame, uint32_t len, int link,
+					  uint32_t *l3_off, uint16_t *ethertype,
+					  unsigned *vlan_tags)
 {
-	switch (fam) {
-	case 2:
-		return decode_ipv4(p, len, opts, out, st);
-	case 24: case 28: case 30:
-		return decode_ipv6(p, len, opts, out, st);
-	default:
-		return fail(st, DECODE_NOT_IP);
-	}
-}
-
-enum decode_anomaly decode_packet(const uint8_t *frame, uint32_t len, int link,
-				  const struct decode_opts *opts,
-				  struct pkt *out, struct decode_stats *st)
-{
-	uint32_t off;
+	uint32_t off, fam;
 	uint16_t et;
 
-	out->wire_len = len;
+	*vlan_tags = 0;
 	switch (link) {
 	case DECODE_LINK_ETHERNET:
 		if (len < 14)
-			return fail(st, DECODE_TRUNC_LINK);
+			return DECODE_TRUNC_LINK;
 		et = be16(frame + 12);
 		off = 14;
 		for (int depth = 0; et == ETHERTYPE_VLAN || et == ETHERTYPE_QINQ ||
 				    et == ETHERTYPE_QINQ_OLD; depth++) {
 			if (depth == VLAN_MAX_DEPTH)
-				return fail(st, DECODE_VLAN_TOO_DEEP);
+				return DECODE_VLAN_TOO_DEEP;
 			if (off + 4 > len)
-				return fail(st, DECODE_TRUNC_LINK);
-			if (depth == 0)
-				st->vlan++;
+				return DECODE_TRUNC_LINK;
+			(*vlan_tags)++;
 			et = be16(frame + off + 2);
 			off += 4;
 		}
-		return decode_l3(et, frame + off, len - off, opts, out, st);
+		break;
 	case DECODE_LINK_NULL:
-	case DECODE_LINK_LOOP: {
-		uint32_t fam;
-
+	case DECODE_LINK_LOOP:
 		if (len < 4)
-			return fail(st, DECODE_TRUNC_LINK);
+			return DECODE_TRUNC_LINK;
 		if (link == DECODE_LINK_LOOP) {
 			fam = be32(frame);
 		} else {
@@ -386,38 +371,76 @@ enum decode_anomaly decode_packet(const uint8_t *frame, uint32_t len, int link,
 			if (fam > 0xffff)
 				fam = __builtin_bswap32(fam);
 		}
-		return decode_null_family(fam, frame + 4, len - 4, opts, out, st);
-	}
+		/* IPv6's family differs by OS (24 NetBSD/OpenBSD, 28 FreeBSD,
+		 * 30 macOS); 2 is IPv4 everywhere */
+		et = fam == 2 ? ETHERTYPE_IPV4 :
+		     fam == 24 || fam == 28 || fam == 30 ? ETHERTYPE_IPV6 : 0;
+		off = 4;
+		break;
 	case DECODE_LINK_SLL:
 		if (len < 16)
-			return fail(st, DECODE_TRUNC_LINK);
+			return DECODE_TRUNC_LINK;
 		et = be16(frame + 14);
 		off = 16;
 		/* a VLAN tag may follow when the kernel did not strip it */
 		while (et == ETHERTYPE_VLAN || et == ETHERTYPE_QINQ) {
 			if (off + 4 > len)
-				return fail(st, DECODE_TRUNC_LINK);
+				return DECODE_TRUNC_LINK;
 			et = be16(frame + off + 2);
 			off += 4;
 		}
-		return decode_l3(et, frame + off, len - off, opts, out, st);
+		break;
 	case DECODE_LINK_SLL2:
 		if (len < 20)
-			return fail(st, DECODE_TRUNC_LINK);
-		return decode_l3(be16(frame), frame + 20, len - 20, opts, out, st);
+			return DECODE_TRUNC_LINK;
+		et = be16(frame);
+		off = 20;
+		break;
 	case DECODE_LINK_RAW:
 	case 14:
 	case 101:
 		if (len < 1)
-			return fail(st, DECODE_TRUNC_IP);
+			return DECODE_TRUNC_IP;
 		if ((frame[0] >> 4) == 4)
-			return decode_ipv4(frame, len, opts, out, st);
-		if ((frame[0] >> 4) == 6)
-			return decode_ipv6(frame, len, opts, out, st);
-		return fail(st, DECODE_BAD_IP_VERSION);
+			et = ETHERTYPE_IPV4;
+		else if ((frame[0] >> 4) == 6)
+			et = ETHERTYPE_IPV6;
+		else
+			return DECODE_BAD_IP_VERSION;
+		off = 0;
+		break;
 	default:
-		return fail(st, DECODE_UNSUPPORTED_LINK);
+		return DECODE_UNSUPPORTED_LINK;
 	}
+	*l3_off = off;
+	*ethertype = et;
+	return DECODE_OK;
+}
+
+enum decode_anomaly decode_link(const uint8_t *frame, uint32_t len, int link,
+				uint32_t *l3_off, uint16_t *ethertype)
+{
+	unsigned tags;
+
+	return link_l3(frame, len, link, l3_off, ethertype, &tags);
+}
+
+enum decode_anomaly decode_packet(const uint8_t *frame, uint32_t len, int link,
+				  const struct decode_opts *opts,
+				  struct pkt *out, struct decode_stats *st)
+{
+	uint32_t off = 0;
+	uint16_t et = 0;
+	unsigned tags;
+	enum decode_anomaly a;
+
+	out->wire_len = len;
+	a = link_l3(frame, len, link, &off, &et, &tags);
+	if (tags)
+		st->vlan++;
+	if (a != DECODE_OK)
+		return fail(st, a);
+	return decode_l3(et, frame + off, len - off, opts, out, st);
 }
 
 static inline uint64_t hash_end(const uint8_t a[16], uint16_t port)

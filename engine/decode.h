@@ -87,6 +87,14 @@ enum decode_anomaly decode_packet(const uint8_t *frame, uint32_t len, int link,
 				  const struct decode_opts *opts,
 				  struct pkt *out, struct decode_stats *st);
 
+/* The link layer alone: where the frame's network header starts and its
+ * ethertype (0x0800 IPv4, 0x86dd IPv6; BSD loopback families and raw IP
+ * mapped to them; anything else as the link says). Returns DECODE_OK, or
+ * the anomaly that stops decode_packet() there (not counted). For code
+ * that rewrites frames (replay) and must find what decode finds. */
+enum decode_anomaly decode_link(const uint8_t *frame, uint32_t len, int link,
+				uint32_t *l3_off, uint16_t *ethertype);
+
 /* Which worker a frame belongs to (software RSS): a hash of its TCP
  * endpoints that is the same for both directions of a flow, so a flow's
  * packets all reach one worker. Frames that are not decodable TCP (the

@@ -1,7 +1,7 @@
-/* output: JSON lines records and the end-of-run summary.
+/* output: JSON lines records.
  *
  * Records go to one stream (stdout by default), one JSON object per line;
- * everything meant for a person goes to stderr. Field names of the
+ * everything meant for a person goes to stderr (the summary: summary.h). Field names of the
  * transaction record are fixed by DESIGN.md; the flow record is documented in
  * README.md.
  */
@@ -16,7 +16,6 @@
 
 struct flow;
 struct message;
-struct pipeline;
 struct smtp_session;
 struct smtp_tx;
 struct match_hits;
@@ -48,38 +47,5 @@ void output_tx_record(struct output *o, const struct flow *f, const struct smtp_
 /* One record for a storm event: a key crossed a track rule's threshold
  * (dir up) or fell back under it (dir down). o is a struct output *. */
 void output_storm_record(void *o, const struct storm_event *ev);
-
-struct run_info {
-	const char *source;          /* file or interface */
-	double wall_s;               /* whole run, set-up included */
-	double engine_s;             /* time spent in the packet loop */
-	double engine_cpu_s;         /* the workers' CPU time in it, all added */
-	unsigned workers;            /* --workers (counters are their sums) */
-#define RUN_INFO_WORKERS 64
-	uint64_t worker_packets[RUN_INFO_WORKERS];  /* frames each worker ran */
-	double worker_wait_s[RUN_INFO_WORKERS];     /* waiting: 0 for queue room, the others for work */
-	uint64_t port_missed, port_errors, port_nombuf;
-	/* --stage-times: stage_clock holds the cycles (0: no stage figures) */
-	uint64_t tsc_hz;
-	double stage_change_ns;      /* measured cost of one stage change (a TSC read) */
-	/* --replay: passes over the capture held in memory (0: not a replay) */
-	unsigned passes;
-	uint64_t replay_frames, replay_bytes, replay_mbufs, replay_pool_bytes;
-	double load_s;               /* receiving the capture into memory */
-	double rewrite_s;            /* address rewriting between passes (untimed) */
-	const double *pass_s;        /* each pass's packet loop time */
-	double finish_s;             /* the end-of-run flush, part of engine_s */
-	uint32_t replay_stride;      /* added to addresses per pass */
-	uint64_t replay_shift_ns;    /* added to timestamps per pass */
-};
-
-/* Writes the human summary of a run to f (stderr). */
-void output_summary(FILE *f, const struct pipeline *pl, const struct output *o,
-		    const struct run_info *ri);
-
-/* The same figures as one JSON object (--summary-json), for scripts.
- * Returns 0, or -1 on a write error. */
-int output_summary_json(FILE *f, const struct pipeline *pl, const struct output *o,
-			const struct run_info *ri);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "counters.h"
 #include "mem.h"
 #include "message.h"
 #include "mime.h"
@@ -408,4 +409,15 @@ void pipeline_free(struct pipeline *pl)
 	/* the parsers are gone: close the charset converters they kept open */
 	mime_conv_cache_flush();
 	mem_free(MEM_MISC, pl);
+}
+
+void pipeline_add_counters(struct pipeline *into, const struct pipeline *from)
+{
+	uint64_t bits = into->stats.message_anomalies | from->stats.message_anomalies;
+
+	COUNTERS_ADD(&into->stats, &from->stats);
+	into->stats.message_anomalies = bits;   /* a union of bits, not a count */
+	COUNTERS_ADD(&into->dstats, &from->dstats);
+	COUNTERS_ADD(&into->reasm.stats, &from->reasm.stats);
+	flow_table_add_stats(into->flows, flow_table_stats(from->flows));
 }

@@ -1,10 +1,10 @@
 /* pipeline: one worker's run-to-completion path for a packet:
- * decode → flow → reassembly → the stream consumer (SMTP once wired; until
- * then byte counts and, on request, stream dumps) → records.
+ * decode → flow → reassembly → SMTP sessions and messages (or, with SMTP
+ * off, byte counts and stream dumps) → verdict → records.
  *
  * The pipeline takes frames as plain bytes with a timestamp, so tests and
- * fuzzers drive it without DPDK; the capture loop in breakwater.c hands it
- * each mbuf's data and frees the mbuf after the burst (frames are borrowed).
+ * fuzzers drive it without DPDK; the workers (workers.c) hand it each
+ * mbuf's data and free the mbuf after the burst (frames are borrowed).
  *
  * The engine clock is the newest packet timestamp seen (never going back),
  * so a replay gives the same results at any replay speed.
@@ -82,6 +82,11 @@ void pipeline_housekeeping(struct pipeline *pl);
 
 /* Ends every open flow (end of capture): records are written. */
 void pipeline_finish(struct pipeline *pl);
+
+/* Adds from's counters (packets, decode, reassembly, flows, messages) into
+ * into's: several workers' pipelines summed for the summary. Peaks add up
+ * to an upper bound of the whole's peak. */
+void pipeline_add_counters(struct pipeline *into, const struct pipeline *from);
 
 /* Frees the pipeline (flows still open are flushed first). */
 void pipeline_free(struct pipeline *pl);

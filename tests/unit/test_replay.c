@@ -1,5 +1,5 @@
-/* unit: the address rewriting of --replay (capture_frame_shift,
- * capture_store_stride).
+/* unit: the address rewriting of --replay (replay_frame_shift,
+ * replay_stride).
  *
  * Frames of every link type the engine decodes are built here with
  * checksums of the test's own, moved by a few deltas, and checked: the
@@ -14,6 +14,7 @@
 #include "capture.h"
 #include "check.h"
 #include "decode.h"
+#include "replay.h"
 
 static uint32_t csum_add(uint32_t s, const uint8_t *p, size_t n)
 {
@@ -208,7 +209,7 @@ static void case_frame(int link, int vlans, int ver, uint8_t proto, bool hbh, bo
 		d0[k] = get32(ip + (ver == 4 ? 16 : 24) + 4 * k);
 	}
 
-	CHECK_EQ_U64(capture_frame_shift(f, (uint32_t)len, link, delta), ver);
+	CHECK_EQ_U64(replay_frame_shift(f, (uint32_t)len, link, delta), ver);
 
 	/* the addresses moved, by delta, and nothing else but checksums */
 	if (ver == 4) {
@@ -248,7 +249,7 @@ static void case_frame(int link, int vlans, int ver, uint8_t proto, bool hbh, bo
 		CHECK_EQ_U64(st.anomalies[DECODE_IPV4_BAD_CSUM], bad_ip && ver == 4);
 	}
 	/* and back: the frame is the original again */
-	capture_frame_shift(f, (uint32_t)len, link, (uint32_t)-delta);
+	replay_frame_shift(f, (uint32_t)len, link, (uint32_t)-delta);
 	CHECK_MEM(f, len, orig, len);
 }
 
@@ -285,7 +286,7 @@ static void test_special(void)
 
 	len = 14 + ip_packet(f + link_hdr(f, DECODE_LINK_ETHERNET, 4, 0), 4, 17, false, "x");
 	put16(f + 14 + 20 + 6, 0);
-	CHECK_EQ_U64(capture_frame_shift(f, (uint32_t)len, DECODE_LINK_ETHERNET, 1u << 24), 4);
+	CHECK_EQ_U64(replay_frame_shift(f, (uint32_t)len, DECODE_LINK_ETHERNET, 1u << 24), 4);
 	CHECK_EQ_U64(get16(f + 14 + 20 + 6), 0);
 	CHECK_EQ_U64(csum_fold(csum_add(0, f + 14, 20)), 0);
 
@@ -294,31 +295,31 @@ static void test_special(void)
 	put16(f + 14 + 10, 0);
 	put16(f + 14 + 10, csum_fold(csum_add(0, f + 14, 20)));
 	memcpy(orig, f, len);
-	CHECK_EQ_U64(capture_frame_shift(f, (uint32_t)len, DECODE_LINK_ETHERNET, 1u << 24), 4);
+	CHECK_EQ_U64(replay_frame_shift(f, (uint32_t)len, DECODE_LINK_ETHERNET, 1u << 24), 4);
 	CHECK_EQ_U64(csum_fold(csum_add(0, f + 14, 20)), 0);
 	CHECK_MEM(f + 34, len - 34, orig + 34, len - 34);   /* no TCP header there: untouched */
 
 	memset(f, 0x22, 60);
 	put16(f + 12, 0x0806);   /* ARP */
 	memcpy(orig, f, 60);
-	CHECK_EQ_U64(capture_frame_shift(f, 60, DECODE_LINK_ETHERNET, 1u << 24), 0);
+	CHECK_EQ_U64(replay_frame_shift(f, 60, DECODE_LINK_ETHERNET, 1u << 24), 0);
 	CHECK_MEM(f, 60, orig, 60);
 
 	/* truncated: shorter than an IPv4 header */
 	len = 14 + ip_packet(f + link_hdr(f, DECODE_LINK_ETHERNET, 4, 0), 4, 6, false, "x");
 	memcpy(orig, f, len);
-	CHECK_EQ_U64(capture_frame_shift(f, 14 + 19, DECODE_LINK_ETHERNET, 1u << 24), 0);
+	CHECK_EQ_U64(replay_frame_shift(f, 14 + 19, DECODE_LINK_ETHERNET, 1u << 24), 0);
 	CHECK_MEM(f, len, orig, len);
-	CHECK_EQ_U64(capture_frame_shift(f, 14 + 10, DECODE_LINK_ETHERNET, 1u << 24), 0);
-	CHECK_EQ_U64(capture_frame_shift(f, 5, DECODE_LINK_ETHERNET, 1u << 24), 0);
+	CHECK_EQ_U64(replay_frame_shift(f, 14 + 10, DECODE_LINK_ETHERNET, 1u << 24), 0);
+	CHECK_EQ_U64(replay_frame_shift(f, 5, DECODE_LINK_ETHERNET, 1u << 24), 0);
 }
 
 /* The stride keeps every pass's addresses apart. */
 static void test_stride(void)
 {
 	static uint8_t bufs[3][128];
-	struct capture_frame fr[3];
-	struct capture_store st;
+	struct replay_frame fr[3];
+	struct replay_store st;
 	uint32_t s = 0;
 	static const uint8_t addrs[3][8] = {
 		{10, 0, 0, 1, 74, 53, 140, 153},
@@ -336,15 +337,15 @@ static void test_stride(void)
 		fr[i].len = fr[i].seg_len = (uint32_t)len;
 	}
 	st.n = 2;
-	CHECK_EQ_U64(capture_store_stride(&st, DECODE_LINK_RAW, 1, &s), 0);
+	CHECK_EQ_U64(replay_stride(&st, DECODE_LINK_RAW, 1, &s), 0);
 	CHECK_EQ_U64(s, 1u << 24);
-	CHECK_EQ_U64(capture_store_stride(&st, DECODE_LINK_RAW, 3, &s), 0);
+	CHECK_EQ_U64(replay_stride(&st, DECODE_LINK_RAW, 3, &s), 0);
 	CHECK_EQ_U64(s, 1u << 24);
 	/* 256 passes of +1.0.0.0 come back to pass 0's addresses */
-	CHECK_EQ_U64(capture_store_stride(&st, DECODE_LINK_RAW, 257, &s), 0);
+	CHECK_EQ_U64(replay_stride(&st, DECODE_LINK_RAW, 257, &s), 0);
 	CHECK(s != 1u << 24);
 	st.n = 3;   /* now 11.0.0.1 is pass 1's 10.0.0.1 */
-	CHECK_EQ_U64(capture_store_stride(&st, DECODE_LINK_RAW, 2, &s), 0);
+	CHECK_EQ_U64(replay_stride(&st, DECODE_LINK_RAW, 2, &s), 0);
 	CHECK(s != 1u << 24);
 	for (uint32_t j = 1; j < 2; j++)
 		for (int a = 0; a < 3; a++)
