@@ -16,18 +16,17 @@
  *
  * With --sort N it is the ceiling of the engine's software sorting
  * (--workers N+1, where the receiving thread hands other workers their
- * flows): each frame's flow hash is computed with the engine's own
- * decode_flow_hash(), and the frame goes as a 32-byte item (the size of the
- * engine's work item) through an SP/SC ring to one of N consumer threads,
- * picked by the hash as the engine picks a worker, which read its first
- * byte and free it. The receiving thread waits for room as the engine's
- * does. The rate this reaches is the most any number of workers can get
- * from one receiving core: the line adds "sort=N".
+ * flows), measured on the engine's own code: workers.c with N + 1
+ * workers, worker 0 receiving and sorting only (a receiving cost of 1
+ * leaves it no bucket), the others running a stand-in for the pipeline
+ * that reads each frame's first byte and frees it. Hashing, the bucket
+ * table, the rings and the wait for room are the engine's. The rate this
+ * reaches is the most any number of workers can get from one receiving
+ * core: the line adds "sort=N".
  *
  * Usage: rx_ceiling [--burst N] [--no-touch] [--sort N] FILE.pcap
  */
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,59 +35,26 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_pause.h>
-#include <rte_ring.h>
-#include <rte_ring_elem.h>
 
 #include "capture.h"
 #include "decode.h"
+#include "workers.h"
 
 #define MAX_BURST 512
-#define MAX_SORT 64
-#define SORT_RING 4096               /* as the engine's WORKER_RING */
+#define MAX_SORT (WORKERS_MAX - 1)
 
-/* The engine's work item, field for field in size (32 bytes). */
-struct item {
-	const uint8_t *data;
-	struct rte_mbuf *m;
-	uint64_t ts_ns;
-	uint32_t len;
-	uint32_t flags;
-};
+static uint64_t sort_sink[WORKERS_MAX];  /* each worker's touched bytes */
 
-struct consumer {
-	struct rte_ring *ring;
-	pthread_t thread;
-	uint64_t frames;
-	uint64_t sink;
-} __rte_cache_aligned;
-
-static int sort_stop;                /* atomic: the receiving side is done */
-
-static void *consume(void *arg)
+/* The pipeline's stand-in: the first byte of each frame, then the frees. */
+static void touch_and_free(struct worker *w, const struct work_item *it, unsigned n)
 {
-	struct consumer *c = arg;
-	struct item it[MAX_BURST];
-	struct rte_mbuf *m[MAX_BURST];
+	struct rte_mbuf *m[WORKER_BURST];
 
-	(void)rte_thread_register();   /* a mempool cache for the frees */
-	for (;;) {
-		unsigned n = rte_ring_sc_dequeue_burst_elem(c->ring, it, sizeof(it[0]), 32, NULL);
-
-		if (!n) {
-			if (__atomic_load_n(&sort_stop, __ATOMIC_ACQUIRE) && rte_ring_empty(c->ring))
-				break;
-			rte_pause();
-			continue;
-		}
-		for (unsigned k = 0; k < n; k++) {
-			c->sink += *(const volatile uint8_t *)it[k].data;
-			m[k] = it[k].m;
-		}
-		c->frames += n;
-		rte_pktmbuf_free_bulk(m, n);
+	for (unsigned k = 0; k < n; k++) {
+		sort_sink[w->id] += *(const volatile uint8_t *)it[k].data;
+		m[k] = it[k].m;
 	}
-	rte_thread_unregister();
-	return NULL;
+	rte_pktmbuf_free_bulk(m, n);
 }
 
 static double now_s(void)
@@ -109,9 +75,7 @@ int main(int argc, char **argv)
 {
 	struct capture_config cfg = { .source = CAPTURE_PCAP, .prog = argv[0] };
 	struct rte_mbuf *pkts[MAX_BURST];
-	static struct consumer cons[MAX_SORT];
-	static struct item stage[MAX_SORT][MAX_BURST];
-	unsigned nstage[MAX_SORT] = { 0 };
+	struct workers *ws = NULL;
 	struct capture cap;
 	char err[256];
 	unsigned burst = 32, nsort = 0;
@@ -138,20 +102,21 @@ int main(int argc, char **argv)
 	if (!cfg.pcap_path)
 		usage(argv[0]);
 
-	cfg.extra_mbufs = nsort * SORT_RING;
+	cfg.extra_mbufs = nsort * (WORKER_RING + WORKER_BURST + 256);
 	memset(&cap, 0, sizeof(cap));
 	if (capture_open(&cap, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "rx_ceiling: %s\n", err);
 		return 1;
 	}
-	for (unsigned k = 0; k < nsort; k++) {
-		char name[32];
+	if (nsort) {
+		struct workers_config wc = {
+			.n = nsort + 1, .linktype = cap.linktype, .rx_cost = 1.0,
+			.run = touch_and_free,
+		};
 
-		snprintf(name, sizeof(name), "rx_sort_%u", k);
-		cons[k].ring = rte_ring_create_elem(name, sizeof(struct item), SORT_RING, SOCKET_ID_ANY,
-						    RING_F_SP_ENQ | RING_F_SC_DEQ);
-		if (!cons[k].ring || pthread_create(&cons[k].thread, NULL, consume, &cons[k]) != 0) {
-			fprintf(stderr, "rx_ceiling: cannot start sorting consumer %u\n", k);
+		ws = workers_new(&wc, err, sizeof(err));
+		if (!ws || workers_start(ws, err, sizeof(err)) != 0) {
+			fprintf(stderr, "rx_ceiling: %s\n", err);
 			return 1;
 		}
 	}
@@ -167,29 +132,15 @@ int main(int argc, char **argv)
 			continue;
 		}
 		packets += n;
-		if (nsort) {
-			/* the engine's dispatch(): hash, stage per worker, queue */
-			for (uint16_t k = 0; k < n; k++) {
-				struct rte_mbuf *m = pkts[k];
-				const uint8_t *d = rte_pktmbuf_mtod(m, const uint8_t *);
-				uint32_t h = decode_flow_hash(d, rte_pktmbuf_data_len(m), cap.linktype);
-				unsigned c = (unsigned)(((uint64_t)h * nsort) >> 32);
+		if (ws) {
+			struct work_item it[MAX_BURST];
 
-				bytes += m->pkt_len;
-				stage[c][nstage[c]++] = (struct item){ d, m, 0, m->pkt_len, 0 };
-			}
-			for (unsigned c = 0; c < nsort; c++) {
-				unsigned q = 0;
-
-				while (q < nstage[c]) {
-					q += rte_ring_sp_enqueue_burst_elem(cons[c].ring, stage[c] + q,
-									    sizeof(struct item),
-									    nstage[c] - q, NULL);
-					if (q < nstage[c])
-						rte_pause();
-				}
-				nstage[c] = 0;
-			}
+			workers_items_from_mbufs(&cap, pkts, it, n);
+			for (uint16_t k = 0; k < n; k++)
+				bytes += it[k].len;
+			/* the engine's dispatch, WORKER_BURST frames at a time */
+			for (uint16_t k = 0; k < n; k += WORKER_BURST)
+				workers_dispatch(ws, it + k, n - k < WORKER_BURST ? n - k : WORKER_BURST);
 			continue;
 		}
 		for (uint16_t k = 0; k < n; k++) {
@@ -201,17 +152,19 @@ int main(int argc, char **argv)
 		}
 		rte_pktmbuf_free_bulk(pkts, n);
 	}
-	__atomic_store_n(&sort_stop, 1, __ATOMIC_RELEASE);
-	for (unsigned k = 0; k < nsort; k++) {
-		pthread_join(cons[k].thread, NULL);
-		sink += cons[k].sink;
-		if (cons[k].frames == 0)
-			fprintf(stderr, "rx_ceiling: sorting consumer %u got no frames\n", k);
+	if (ws) {
+		workers_stop(ws, NULL);
+		for (unsigned k = 1; k <= nsort; k++) {
+			sink += sort_sink[k];
+			if (workers_worker(ws, k)->packets == 0)
+				fprintf(stderr, "rx_ceiling: sorting consumer %u got no frames\n", k);
+		}
 	}
 	double secs = now_s() - t0;
 
 	uint64_t ipackets = 0, imissed = 0, ierrors = 0, nombuf = 0;
 	capture_port_stats(&cap, &ipackets, &imissed, &ierrors, &nombuf);
+	workers_free(ws);
 	capture_close(&cap);
 
 	double gbps = secs > 0 ? (double)bytes * 8 / secs / 1e9 : 0;
