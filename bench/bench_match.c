@@ -14,7 +14,7 @@
  * the match_msg views by verdict_build_views(), the function the engine's
  * verdict itself uses; the views are copied out, so parsing is done once and
  * not timed. The timed loop is then, per message: match_hits_reset,
- * match_scan_msg, match_score, over the whole list, --passes times.
+ * match_scan_msg, score_hits, over the whole list, --passes times.
  *
  * Output (stdout), one line each, for bench/report.py:
  *   bench_match_load rules=LABEL seconds=S messages=N distinct=D
@@ -40,6 +40,7 @@
 #include "match.h"
 #include "message.h"
 #include "rules.h"
+#include "score.h"
 #include "verdict.h"
 
 struct view {                   /* one distinct message, views copied */
@@ -439,7 +440,7 @@ int main(int argc, char **argv)
 			}
 			match_hits_reset(hits);
 			match_scan_msg(ms, s, &mm, hits);
-			match_score(ms, hits);
+			score_hits(rs, hits);
 			sum += hits->score;
 			if (!hits->action || !strcmp(hits->action, "pass"))
 				act[0]++;

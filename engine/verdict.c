@@ -22,6 +22,7 @@
 #include "message.h"
 #include "stage_clock.h"
 #include "rules.h"
+#include "score.h"
 #include "smtp.h"
 #include "storm.h"
 
@@ -666,17 +667,12 @@ static void scan_content(struct verdict *v, const struct message *m, const struc
 
 static const struct match_hits *score(struct verdict *v)
 {
-	match_score(v->ms, v->hits);
-	if (v->hits->action) {
-		if (strcmp(v->hits->action, "pass") == 0)
-			v->stats.actions[0]++;
-		else if (strcmp(v->hits->action, "tag") == 0)
-			v->stats.actions[1]++;
-		else if (strcmp(v->hits->action, "block") == 0)
-			v->stats.actions[2]++;
-		else
-			v->stats.actions[3]++;
-	}
+	enum score_action k;
+
+	score_hits(v->rules, v->hits);
+	k = score_action_kind(v->hits->action);
+	if (k != SCORE_ACTION_NONE)
+		v->stats.actions[k]++;
 	return v->hits;
 }
 

@@ -45,7 +45,7 @@ struct verdict_stats {
 	uint64_t full_skipped;       /* messages whose full rules could not run */
 	uint64_t full_capped;        /* of those: refused at VERDICT_STREAM_MEMCAP */
 	uint64_t full_alloc_fail;    /* of those: out of memory */
-	uint64_t actions[4];         /* pass, tag, block, other */
+	uint64_t actions[4];         /* pass, tag, block, other: enum score_action */
 	uint64_t behaviour_hits;     /* transactions with at least one track rule hit */
 	uint64_t storm_events_up, storm_events_down;
 };
