@@ -60,6 +60,9 @@ static void msg_put(struct pipeline *pl, struct message *m)
 	}
 }
 
+/* What a message keeps when no rules read it: what the record needs alone. */
+static const struct message_wants no_rules = { false, false, false, false };
+
 static void tx_data_begin(void *user, const struct smtp_tx *tx)
 {
 	struct flow_app *a = user;
@@ -76,18 +79,14 @@ static void tx_data_begin(void *user, const struct smtp_tx *tx)
 		if (!a->msg)
 			a->pl->stats.msg_alloc_fail++;
 	}
-	/* full rules: the raw bytes reach the rules' streams as they arrive
-	 * (released with the message, whichever way the transaction ends) */
 	if (a->msg) {
-		/* the URI list only for rules that read it (records do not) */
-		message_want_uris(a->msg, verdict_wants_uris(a->pl->verdict));
-		/* and text (HTML rendered, views kept) only for rules that read
-		 * it: with none, MIME is still decoded for the record */
-		message_want_text(a->msg, verdict_wants_text(a->pl->verdict));
-		/* and MIME parts' headers only for mimeheader rules */
-		message_want_part_headers(a->msg, verdict_wants_mimeheaders(a->pl->verdict));
-		/* and the whole header list only for header rules */
-		message_want_headers(a->msg, verdict_wants_headers(a->pl->verdict));
+		/* the URI list, the text views, the header lists only when the
+		 * rules read them (records do not: with no rules, MIME is still
+		 * decoded for the record, nothing more is kept) */
+		message_want(a->msg, a->pl->verdict ? verdict_wants(a->pl->verdict) : &no_rules);
+		/* full rules: the raw bytes reach the rules' streams as they
+		 * arrive (released with the message, whichever way the
+		 * transaction ends) */
 		if (a->pl->verdict)
 			verdict_begin(a->pl->verdict, a->msg);
 	}

@@ -59,6 +59,7 @@ struct verdict {
 	uint32_t *storm_rule_id;         /* storm rule index -> rule id */
 	uint32_t n_storm;
 	bool need_body_hash;             /* a track rule counts or keys on fingerprint */
+	struct message_wants wants;      /* what a message must keep for these rules */
 	struct storm_hits shits;         /* of the last verdict_tx() */
 	void (*on_event)(void *user, const struct storm_event *ev);
 	void *event_user;
@@ -192,6 +193,22 @@ fail:
 	return -1;
 }
 
+/* What a message must keep for these rules (the message stage does only
+ * that work): the URI list for uri rules; the text views for body, rawbody
+ * and uri rules and for a track rule on the body fingerprint; the header
+ * list for header and mimeheader rules; MIME parts' headers for mimeheader
+ * rules. Asked once per rule set, not per message. */
+static void wants_setup(struct verdict *v)
+{
+	const uint64_t *t = v->rules->counts.by_type;
+
+	v->wants.uris = t[RULE_TYPE_URI] > 0;
+	v->wants.text = t[RULE_TYPE_BODY] || t[RULE_TYPE_RAWBODY] || t[RULE_TYPE_URI] ||
+			v->need_body_hash;
+	v->wants.part_headers = t[RULE_TYPE_MIMEHEADER] > 0;
+	v->wants.headers = t[RULE_TYPE_HEADER] > 0 || t[RULE_TYPE_MIMEHEADER] > 0;
+}
+
 struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
 			    char *err, size_t errlen)
 {
@@ -245,6 +262,7 @@ struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
 		goto fail_oom;
 	if (storm_setup(v, err, errlen) != 0)
 		goto fail;
+	wants_setup(v);
 	return v;
 
 fail_rules:
@@ -279,6 +297,7 @@ struct verdict *verdict_worker_new(struct verdict *primary)
 	v->storm_rule_id = primary->storm_rule_id;
 	v->n_storm = primary->n_storm;
 	v->need_body_hash = primary->need_body_hash;
+	v->wants = primary->wants;
 	v->scratch = match_scratch_new(v->ms);
 	v->hits = match_hits_new(v->ms);
 	if (!v->scratch || !v->hits) {
@@ -608,7 +627,7 @@ void verdict_build_views(struct verdict *v, const struct message *m, const struc
 	}
 	/* mimeheader: the message's own headers are part 0's, then every
 	 * other part's (message order, so by part); only for mimeheader rules */
-	if (verdict_wants_mimeheaders(v)) {
+	if (v->wants.part_headers) {
 		uint32_t np = message_part_header_count(m), n = 0;
 
 		if (mem_grow(MEM_RULES, (void **)&v->mhdrs, &v->cap_mhdrs, nh + np ? nh + np : 1,
@@ -851,30 +870,9 @@ void verdict_set_event_sink(struct verdict *v,
 	v->event_user = user;
 }
 
-bool verdict_wants_uris(const struct verdict *v)
+const struct message_wants *verdict_wants(const struct verdict *v)
 {
-	return v && v->rules->counts.by_type[RULE_TYPE_URI] > 0;
-}
-
-bool verdict_wants_headers(const struct verdict *v)
-{
-	return v && (v->rules->counts.by_type[RULE_TYPE_HEADER] > 0 ||
-		     v->rules->counts.by_type[RULE_TYPE_MIMEHEADER] > 0);
-}
-
-bool verdict_wants_mimeheaders(const struct verdict *v)
-{
-	return v && v->rules->counts.by_type[RULE_TYPE_MIMEHEADER] > 0;
-}
-
-bool verdict_wants_text(const struct verdict *v)
-{
-	const uint64_t *t;
-
-	if (!v)
-		return false;
-	t = v->rules->counts.by_type;
-	return t[RULE_TYPE_BODY] || t[RULE_TYPE_RAWBODY] || t[RULE_TYPE_URI] || v->need_body_hash;
+	return &v->wants;
 }
 
 uint64_t verdict_max_window_ns(const struct verdict *v)

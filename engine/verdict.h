@@ -31,6 +31,7 @@
 struct match_hits;
 struct match_msg;
 struct message;
+struct message_wants;
 struct smtp_tx;
 struct storm_event;
 struct verdict;
@@ -120,16 +121,13 @@ bool verdict_adopt_storm(struct verdict *nv, struct verdict *old);
 
 /* Bounded window housekeeping on the engine clock; call once per burst. */
 void verdict_advance(struct verdict *v, uint64_t now);
-/* Whether the loaded rules read the URI list (uri rules). */
-bool verdict_wants_uris(const struct verdict *v);
-/* Whether the loaded rules have mimeheader rules (the headers of every MIME
- * part kept and viewed). */
-bool verdict_wants_mimeheaders(const struct verdict *v);
-/* Whether they read the header list (header or mimeheader rules). */
-bool verdict_wants_headers(const struct verdict *v);
-/* Whether the loaded rules read the text views (body, rawbody, uri rules,
- * or the body fingerprint of a track rule). */
-bool verdict_wants_text(const struct verdict *v);
+/* What a message must keep for the loaded rules (struct message_wants:
+ * the URI list for uri rules; the text views for body, rawbody and uri
+ * rules and the body fingerprint of a track rule; the header list for
+ * header and mimeheader rules; MIME parts' headers for mimeheader rules),
+ * worked out once when the rules were loaded. Owned by v; pass it to
+ * message_want() before a message's first byte. */
+const struct message_wants *verdict_wants(const struct verdict *v);
 /* The longest window of the loaded track rules (0: none). */
 uint64_t verdict_max_window_ns(const struct verdict *v);
 
