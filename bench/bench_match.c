@@ -259,6 +259,7 @@ int main(int argc, char **argv)
 	struct match_build_opts o = { .nthreads = 0 };
 	struct match_scratch *s;
 	struct match_hits *hits;
+	struct verdict_set *vset;
 	struct verdict *vb;
 	struct message *m;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -386,9 +387,12 @@ int main(int argc, char **argv)
 
 	/* --- parse once: message stage + the engine's views ---------------- */
 	t0 = now_s();
-	vb = verdict_new(NULL, 0, NULL, err, sizeof(err));   /* no rules: views only */
-	if (!vb)
+	vset = verdict_set_new(NULL, 0, NULL, err, sizeof(err));   /* no rules: views only */
+	if (!vset)
 		die("cannot make the view builder: %s", err);
+	vb = verdict_new(vset);
+	if (!vb)
+		die("%s", "out of memory");
 	m = message_new(NULL, NULL, NULL);                    /* default limits */
 	views = calloc(nviews, sizeof(*views));
 	if (!m || !views)
@@ -412,6 +416,7 @@ int main(int argc, char **argv)
 	}
 	message_free(m);
 	verdict_free(vb);
+	verdict_set_free(vset);
 	t_prep = now_s() - t0;
 	for (size_t i = 0; i < nscans; i++) {
 		msg_bytes += views[scans[i].view].msg_bytes;

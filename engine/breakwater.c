@@ -190,9 +190,10 @@ static uint64_t wall_ns(void)
 }
 
 /* Loads the rules of dirs, or the default rule directory when none is given.
- * Returns NULL with err set on a rule error (each error printed on stderr
- * with file:line), or NULL with err empty when no default rules exist. */
-static struct verdict *load_rules(const char **dirs, int ndirs, char *err, size_t errlen)
+ * Returns the rule set (the caller's), or NULL with err set on a rule error
+ * (each error printed on stderr with file:line), or NULL with err empty when
+ * no default rules exist. */
+static struct verdict_set *load_rules(const char **dirs, int ndirs, char *err, size_t errlen)
 {
 	const char *def;
 
@@ -207,7 +208,7 @@ static struct verdict *load_rules(const char **dirs, int ndirs, char *err, size_
 		dirs = &def;
 		ndirs = 1;
 	}
-	return verdict_new((const char *const *)dirs, ndirs, stderr, err, errlen);
+	return verdict_set_new((const char *const *)dirs, ndirs, stderr, err, errlen);
 }
 
 /* breakwater check-rules [DIR...]: like nginx -t. */
@@ -276,6 +277,7 @@ static int cmd_score(int argc, char **argv)
 	};
 	const char *dirs[MAX_RULE_DIRS];
 	int ndirs = 0, json = 0, all_hits = 0, c, rc = 0;
+	struct verdict_set *rs;
 	struct verdict *v;
 	struct message_limits lim;
 	char err[512];
@@ -303,9 +305,15 @@ static int cmd_score(int argc, char **argv)
 	}
 	if (optind >= argc)
 		die_usage("%s", "score: give at least one message file");
-	v = load_rules(dirs, ndirs, err, sizeof(err));
-	if (!v) {
+	rs = load_rules(dirs, ndirs, err, sizeof(err));
+	if (!rs) {
 		fprintf(stderr, "breakwater: %s\n", err[0] ? err : "no rules to score with");
+		return 1;
+	}
+	v = verdict_new(rs);
+	if (!v) {
+		fprintf(stderr, "breakwater: out of memory\n");
+		verdict_set_free(rs);
 		return 1;
 	}
 	message_limits_default(&lim);
@@ -389,6 +397,7 @@ static int cmd_score(int argc, char **argv)
 		free(buf);
 	}
 	verdict_free(v);
+	verdict_set_free(rs);
 	return rc;
 }
 
@@ -398,9 +407,9 @@ static int cmd_score(int argc, char **argv)
  * directions, so a flow stays on one worker), hands the other workers'
  * frames to them through one single-producer/single-consumer ring each,
  * then runs its own share. Every worker owns a whole pipeline (flow table,
- * reassembly, SMTP, message parsers, an output buffer) and a verdict of its
- * own (Hyperscan scratch, hits); the compiled rules are shared read-only
- * and the storm tracker is shared under a lock (verdict_worker_new). The
+ * reassembly, SMTP, message parsers, an output buffer) and a verdict context
+ * of its own (Hyperscan scratch, hits); the rule set (compiled rules) is
+ * shared read-only and its storm tracker under a lock (verdict_new). The
  * table-wide caps (--max-flows, --reasm-memcap) are split evenly, so the
  * whole stays within them. Records of different workers interleave in the
  * output (each record is one write, never torn); one worker's records keep
@@ -426,7 +435,7 @@ struct worker {
 	struct workers *ws;
 	struct pipeline *pl;
 	struct output out;           /* records: its own buffer, the shared stream */
-	struct verdict *v;           /* its verdict (the primary itself when N = 1) */
+	struct verdict *v;           /* its verdict context (NULL: no rules) */
 	struct rte_ring *ring;       /* its queue (workers 1..N-1) */
 	pthread_t thread;
 	bool started;
@@ -656,7 +665,7 @@ static void workers_resume(struct workers *ws)
 /* After the workers ended: their counters added into worker 0's (and this
  * thread's smtp_stats and stage clock), which the summary reads. Peaks are
  * summed: an upper bound of the whole's peak. */
-static void workers_merge(struct workers *ws, struct verdict *primary)
+static void workers_merge(struct workers *ws)
 {
 	struct worker *w0 = &ws->w[0];
 	struct pipeline *p0 = w0->pl;
@@ -680,8 +689,6 @@ static void workers_merge(struct workers *ws, struct verdict *primary)
 	if (ws->n > 1) {
 		w0->out.records += ws->storm_out.records;
 		w0->out.write_errors += ws->storm_out.write_errors;
-		if (w0->v && primary)
-			verdict_merge_stats(w0->v, primary);   /* its storm event counts */
 	}
 }
 
@@ -698,7 +705,7 @@ struct reload {
 	int done;                    /* set by the thread (atomic) */
 	const char **dirs;
 	int ndirs;
-	struct verdict *result;
+	struct verdict_set *result;
 	char err[512];
 };
 
@@ -740,17 +747,17 @@ static struct output *storm_output(struct workers *ws)
 	return ws->n > 1 ? &ws->storm_out : &ws->w[0].out;
 }
 
-/* Gives each worker its verdict for the primary v (v itself with one
- * worker). Returns 0, or -1 when out of memory (nothing changed). */
-static int workers_make_verdicts(struct workers *ws, struct verdict *v, struct verdict **out)
+/* Gives each worker a verdict context on the rule set s (no rules, s NULL:
+ * NULL for all). Returns 0, or -1 when out of memory (nothing changed). */
+static int workers_make_verdicts(struct workers *ws, struct verdict_set *s, struct verdict **out)
 {
-	if (ws->n == 1 || !v) {
+	if (!s) {
 		for (unsigned k = 0; k < ws->n; k++)
-			out[k] = v;   /* no rules: NULL for all */
+			out[k] = NULL;
 		return 0;
 	}
 	for (unsigned k = 0; k < ws->n; k++) {
-		out[k] = verdict_worker_new(v);
+		out[k] = verdict_new(s);
 		if (!out[k]) {
 			while (k--)
 				verdict_free(out[k]);
@@ -760,10 +767,11 @@ static int workers_make_verdicts(struct workers *ws, struct verdict *v, struct v
 	return 0;
 }
 
-/* Swaps in a finished reload's rules. Returns the verdict in force. */
-static struct verdict *reload_finish(struct reload *r, struct workers *ws, struct verdict *cur)
+/* Swaps in a finished reload's rules. Returns the rule set in force. */
+static struct verdict_set *reload_finish(struct reload *r, struct workers *ws,
+					 struct verdict_set *cur)
 {
-	struct verdict *nv;
+	struct verdict_set *nv;
 	struct verdict *nw[WORKERS_MAX];
 
 	if (!r->running || !__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
@@ -778,12 +786,12 @@ static struct verdict *reload_finish(struct reload *r, struct workers *ws, struc
 	}
 	if (workers_make_verdicts(ws, nv, nw) != 0) {
 		fprintf(stderr, "breakwater: reload refused, the running rules stay: out of memory\n");
-		verdict_free(nv);
+		verdict_set_free(nv);
 		return cur;
 	}
 	if (ws->n > 1)
 		workers_pause(ws);
-	if (cur && verdict_adopt_storm(nv, cur))
+	if (cur && verdict_set_adopt_storm(nv, cur))
 		fprintf(stderr, "breakwater: rules reloaded (track rules unchanged: windows kept)\n");
 	else
 		fprintf(stderr, "breakwater: rules reloaded (track rules changed: windows start anew)\n");
@@ -793,17 +801,17 @@ static struct verdict *reload_finish(struct reload *r, struct workers *ws, struc
 
 		ws->w[k].v = nw[k];
 		ws->w[k].pl->verdict = nw[k];
-		if (ws->n > 1)
-			verdict_free(old);
+		verdict_free(old);   /* its messages in flight lose their full rules */
 	}
-	verdict_free(cur);
+	verdict_set_free(cur);
 	if (ws->n > 1)
 		workers_resume(ws);
 	return nv;
 }
 
 /* Between bursts: starts a reload SIGHUP asked for, swaps in one that is done. */
-static struct verdict *reload_poll(struct reload *r, struct workers *ws, struct verdict *cur)
+static struct verdict_set *reload_poll(struct reload *r, struct workers *ws,
+				       struct verdict_set *cur)
 {
 	if (reload_requested && !r->running) {
 		reload_requested = 0;
@@ -830,10 +838,10 @@ struct replay {
 /* Runs rp->passes passes over the held frames. Pass k sees every address
  * moved by k strides (rewritten before the pass starts, outside its time)
  * and every timestamp shifted by k * (span + 1 s + the longest track window); each pass's time goes to
- * rp->pass_s. Returns the verdict in force (a reload may swap it). */
-static struct verdict *replay_passes(struct replay *rp, struct workers *ws, int linktype,
-				     struct verdict *verdict, struct reload *reload,
-				     bool stage_times, bool progress)
+ * rp->pass_s. Returns the rule set in force (a reload may swap it). */
+static struct verdict_set *replay_passes(struct replay *rp, struct workers *ws, int linktype,
+					 struct verdict_set *verdict, struct reload *reload,
+					 bool stage_times, bool progress)
 {
 	struct pipeline *pl = ws->w[0].pl;
 	const struct capture_frame *fr = rp->st.f;
@@ -949,7 +957,7 @@ int main(int argc, char **argv)
 	char err[512];
 	int c, quiet = 0, nsrc = 0, flows_opt = -1, nrule_dirs = 0, no_rules = 0;
 	const char *rule_dirs[MAX_RULE_DIRS];
-	struct verdict *verdict = NULL;
+	struct verdict_set *verdict = NULL;
 	struct reload reload = { .running = false };
 	double t_start = mono_s(), t_loop, t_last_progress = 0, cpu_loop;
 	uint64_t file_bytes = 0, rx_frames = 0, bursts = 0;
@@ -1180,7 +1188,7 @@ int main(int argc, char **argv)
 		 * pass starts with the storm windows of the previous one
 		 * expired, so passes are the same work, not one growing storm. */
 		rp.shift_ns = rp.st.ts_max - rp.st.ts_min + 1000000000ull +
-			      verdict_max_window_ns(verdict);
+			      verdict_set_max_window_ns(verdict);
 	}
 	if (stage_times)
 		change_ns = stage_clock_change_ns();
@@ -1254,7 +1262,7 @@ int main(int argc, char **argv)
 		/* let a reload in flight finish, so its thread and memory end cleanly */
 		pthread_join(reload.thread, NULL);
 		reload.running = false;
-		verdict_free(reload.result);
+		verdict_set_free(reload.result);
 	}
 	if (rp.passes && stage_times)
 		stage_clock_resume();
@@ -1267,7 +1275,7 @@ int main(int argc, char **argv)
 			ri.engine_cpu_s += ws.w[k].cpu_s;
 		}
 	stage_clock_pause();
-	workers_merge(&ws, verdict);
+	workers_merge(&ws);
 	ri.workers = nworkers;
 	for (unsigned k = 0; k < nworkers && k < RUN_INFO_WORKERS; k++) {
 		ri.worker_packets[k] = ws.w[k].packets;
@@ -1320,13 +1328,12 @@ int main(int argc, char **argv)
 		struct worker *w = &ws.w[k];
 
 		pipeline_free(w->pl);
-		if (nworkers > 1)
-			verdict_free(w->v);   /* a worker's, before the primary */
+		verdict_free(w->v);   /* every context before the set */
 		output_fini(&w->out);
 		rte_ring_free(w->ring);
 		free(w->linear);
 	}
-	verdict_free(verdict);
+	verdict_set_free(verdict);
 	if (nworkers > 1)
 		output_fini(&ws.storm_out);
 	rte_free(ws.w);

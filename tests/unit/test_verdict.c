@@ -219,15 +219,24 @@ static bool lacks(const char *rec, const char *s)
 
 static char dir[64];
 
-static struct verdict *load(void)
+static struct verdict_set *load(void)
 {
 	const char *dirs[1] = { dir };
 	char err[512] = "";
-	struct verdict *v = verdict_new(dirs, 1, stderr, err, sizeof(err));
+	struct verdict_set *s = verdict_set_new(dirs, 1, stderr, err, sizeof(err));
 
-	if (!v)
-		fprintf(stderr, "verdict_new: %s\n", err);
-	CHECK(v != NULL);
+	if (!s)
+		fprintf(stderr, "verdict_set_new: %s\n", err);
+	CHECK(s != NULL);
+	return s;
+}
+
+/* A context on s, checked; NULL when s is. */
+static struct verdict *context(struct verdict_set *s)
+{
+	struct verdict *v = s ? verdict_new(s) : NULL;
+
+	CHECK(!s || v != NULL);
 	return v;
 }
 
@@ -236,7 +245,8 @@ static void test_path(void)
 	struct pipeline_config cfg;
 	struct output out;
 	FILE *rec = tmpfile();
-	struct verdict *v = load(), *v2;
+	struct verdict_set *s = load(), *s2;
+	struct verdict *v = context(s), *v2;
 	struct pipeline *pl;
 	struct conn c;
 	char *r;
@@ -338,11 +348,14 @@ static void test_path(void)
 	say(&c, 1, "DATA\r\n");
 	say(&c, 0, "354 go ahead\r\n");
 	send_data(&c, bounce, 100, 30);
-	v2 = load();
+	s2 = load();
+	v2 = context(s2);
 	if (v2) {
 		pl->verdict = v2;
 		verdict_free(v);
+		verdict_set_free(s);
 		v = v2;
+		s = s2;
 	}
 	send_data(&c, bounce + 100, sizeof(bounce) - 1 - 100, 30);
 	say(&c, 1, ".\r\n");
@@ -367,6 +380,7 @@ static void test_path(void)
 	pipeline_free(pl);
 	output_fini(&out);
 	verdict_free(v);
+	verdict_set_free(s);
 	fclose(rec);
 }
 
@@ -375,6 +389,7 @@ static void test_no_full_rules(void)
 {
 	const char *dirs[1];
 	char d2[80], path[128], err[256] = "";
+	struct verdict_set *s;
 	struct verdict *v;
 	struct message *m;
 	FILE *f;
@@ -391,8 +406,9 @@ static void test_no_full_rules(void)
 	fputs("body B /pills/\nscore B 1\n", f);
 	fclose(f);
 	dirs[0] = d2;
-	v = verdict_new(dirs, 1, stderr, err, sizeof(err));
-	CHECK(v != NULL);
+	s = verdict_set_new(dirs, 1, stderr, err, sizeof(err));
+	CHECK(s != NULL);
+	v = context(s);
 	if (!v)
 		return;
 	m = message_new(NULL, NULL, NULL);
@@ -407,6 +423,7 @@ static void test_no_full_rules(void)
 	CHECK_EQ_U64(verdict_get_stats(v)->full_skipped, 0);
 	message_free(m);
 	verdict_free(v);
+	verdict_set_free(s);
 	unlink(path);
 	rmdir(d2);
 }
