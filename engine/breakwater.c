@@ -36,6 +36,7 @@
 #include "mime.h"
 #include "output.h"
 #include "pipeline.h"
+#include "score.h"
 #include "smtp.h"
 #include "verdict.h"
 
@@ -321,7 +322,7 @@ static int cmd_score(int argc, char **argv)
 		size_t len = 0;
 		char *buf = read_file(argv[i], &len);
 		struct message *m;
-		const struct match_hits *h;
+		const struct score_report *r;
 
 		if (!buf) {
 			fprintf(stderr, "breakwater: cannot read %s: %s\n", argv[i], strerror(errno));
@@ -338,58 +339,27 @@ static int cmd_score(int argc, char **argv)
 		verdict_begin(v, m);    /* full rules: the raw message streamed */
 		message_feed(m, (const uint8_t *)buf, len);
 		message_end(m);
-		h = verdict_message(v, m, NULL);
+		r = verdict_message(v, m, NULL);
 		if (json) {
 			struct json j;
 
 			json_init(&j);
 			json_begin(&j);
 			json_kv_cstr(&j, "file", argv[i]);
-			json_key(&j, "score");
-			json_double(&j, h->score);
-			json_kv_cstr(&j, "action", h->action ? h->action : "pass");
-			json_key(&j, "hits");
-			json_open_array(&j);
-			for (uint32_t k = 0; k < h->nlist; k++) {
-				if (!verdict_rule_reported(v, h->list[k]))
-					continue;
-				json_open_object(&j);
-				json_kv_cstr(&j, "rule", verdict_rule_name(v, h->list[k]));
-				json_key(&j, "score");
-				json_double(&j, verdict_rule_score(v, h->list[k]));
-				json_close_object(&j);
-			}
-			json_close_array(&j);
-			if (all_hits) {
-				json_key(&j, "subhits");
-				json_open_array(&j);
-				for (uint32_t k = 0; k < h->nlist; k++) {
-					if (verdict_rule_reported(v, h->list[k]))
-						continue;
-					json_open_object(&j);
-					json_kv_cstr(&j, "rule", verdict_rule_name(v, h->list[k]));
-					json_kv_u64(&j, "count", h->count[h->list[k]]);
-					json_close_object(&j);
-				}
-				json_close_array(&j);
-			}
+			output_score_json(&j, r, all_hits);
 			json_end(&j);
 			json_write(&j, stdout);
 			json_free(&j);
 		} else {
-			printf("%s: %.1f points, action %s\n", argv[i], h->score,
-			       h->action ? h->action : "pass");
+			printf("%s: %.1f points, action %s\n", argv[i], r->score,
+			       r->action ? r->action : "pass");
 			printf("%6s %-28s %s\n", "pts", "rule name", "description");
 			printf("%6s %-28s %s\n", "----", "----------------------", "--------------------------------");
-			for (uint32_t k = 0; k < h->nlist; k++) {
-				uint32_t id = h->list[k];
-				const char *d;
+			for (uint32_t k = 0; k < r->nhits; k++) {
+				const struct score_hit *e = &r->hits[k];
 
-				if (!verdict_rule_reported(v, id))
-					continue;
-				d = verdict_rule_describe(v, id);
-				printf("%6.1f %-28s %s\n", verdict_rule_score(v, id),
-				       verdict_rule_name(v, id), d ? d : "");
+				printf("%6.1f %-28s %s\n", e->score, e->rule,
+				       e->describe ? e->describe : "");
 			}
 			printf("\n");
 		}

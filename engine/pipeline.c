@@ -122,16 +122,16 @@ static void tx_end(void *user, const struct smtp_session *s, const struct smtp_t
 				pl->stats.message_anomaly_count[i]++;
 	}
 	if (pl->cfg.tx_records) {
-		const struct match_hits *h = NULL;
+		const struct score_report *r = NULL;
 
 		if (pl->verdict) {
 			/* verdict_tx() moves the clock to STORM for its tracking */
 			stage_enter(STAGE_MATCH);
-			h = verdict_tx(pl->verdict, m, tx, flow_client_addr(a->flow),
+			r = verdict_tx(pl->verdict, m, tx, flow_client_addr(a->flow),
 				       a->flow->ipver, pl->now);
 		}
 		stage_enter(STAGE_OUTPUT);
-		output_tx_record(pl->out, a->flow, s, tx, m, pl->verdict, h);
+		output_tx_record(pl->out, a->flow, s, tx, m, r);
 		stage_enter(STAGE_MESSAGE);
 	}
 	a->msg = NULL;

@@ -74,6 +74,8 @@ struct verdict {
 	uint32_t cap_uris;
 	struct match_text raw;           /* the rawbody view of the last message */
 	struct storm_hits shits;         /* of the last verdict_tx() */
+	struct score_report report;      /* of the last message or transaction */
+	struct score_hit *report_buf;    /* its hits: room for every rule */
 	const char *rcpt_ptrs[VERDICT_MAX_RCPT];
 	uint8_t rcpt_status[VERDICT_MAX_RCPT];
 	struct verdict_stats stats;      /* its own; storm event counts stay 0 here */
@@ -319,8 +321,12 @@ struct verdict *verdict_new(struct verdict_set *s)
 	v->ms = s->ms;
 	v->scratch = match_scratch_new(v->ms);
 	v->hits = match_hits_new(v->ms);
+	/* a message hits each rule once at most: room for all of them, so a
+	 * report is never cut (touched only as far as a message's hits go) */
+	v->report_buf = mem_alloc(MEM_MATCH, (v->rules->nrules ? v->rules->nrules : 1) *
+				  sizeof(*v->report_buf));
 	s->nctx++;
-	if (!v->scratch || !v->hits) {
+	if (!v->scratch || !v->hits || !v->report_buf) {
 		verdict_free(v);
 		return NULL;
 	}
@@ -348,6 +354,7 @@ void verdict_free(struct verdict *v)
 		vs->prev = vs->next = NULL;
 	}
 	v->set->nctx--;
+	mem_free(MEM_MATCH, v->report_buf);
 	if (v->hits)
 		match_hits_free(v->hits);
 	if (v->scratch)
@@ -689,7 +696,32 @@ static void scan_content(struct verdict *v, const struct message *m, const struc
 	v->stats.messages++;
 }
 
-static const struct match_hits *score(struct verdict *v)
+/* The tracker's measurements on the report's behaviour hits: for each
+ * track rule that hit, the value and window of its first storm hit (the
+ * tracker gives one per rule). */
+static void report_behaviour(struct verdict *v)
+{
+	for (unsigned i = 0; i < v->shits.n; i++) {
+		uint32_t id = v->set->storm_rule_id[v->shits.hit[i].rule];
+
+		for (uint32_t k = 0; k < v->report.nhits; k++) {
+			struct score_hit *e = &v->report_buf[k];
+
+			if (e->id == id) {
+				if (!e->behaviour) {
+					e->behaviour = true;
+					e->value = v->shits.hit[i].value;
+					e->window_ns = v->shits.hit[i].window_ns;
+				}
+				break;
+			}
+		}
+	}
+}
+
+/* Scores v's hits, counts the action and fills v's report (with the
+ * subhits when asked). Returns the report, owned by v. */
+static const struct score_report *score(struct verdict *v, bool subhits)
 {
 	enum score_action k;
 
@@ -697,18 +729,21 @@ static const struct match_hits *score(struct verdict *v)
 	k = score_action_kind(v->hits->action);
 	if (k != SCORE_ACTION_NONE)
 		v->stats.actions[k]++;
-	return v->hits;
+	score_report_fill(&v->report, v->report_buf, v->rules, v->hits, subhits);
+	if (v->shits.n)
+		report_behaviour(v);
+	return &v->report;
 }
 
-const struct match_hits *verdict_message(struct verdict *v, const struct message *m,
-					 const struct smtp_tx *tx)
+const struct score_report *verdict_message(struct verdict *v, const struct message *m,
+					   const struct smtp_tx *tx)
 {
 	if (!m)
 		return NULL;
 	match_hits_reset(v->hits);
 	v->shits.n = 0;
 	scan_content(v, m, tx);
-	return score(v);
+	return score(v, true);
 }
 
 /* How the server answered a recipient, in the tracker's terms. */
@@ -756,9 +791,9 @@ static bool is_auto(const struct message *m)
 		      strncasecmp(pr, "list", 4) == 0 || strncasecmp(pr, "auto_reply", 10) == 0);
 }
 
-const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
-				    const struct smtp_tx *tx, const uint8_t client[16],
-				    uint8_t ipver, uint64_t now)
+const struct score_report *verdict_tx(struct verdict *v, const struct message *m,
+				      const struct smtp_tx *tx, const uint8_t client[16],
+				      uint8_t ipver, uint64_t now)
 {
 	struct verdict_set *s = v->set;
 
@@ -805,19 +840,7 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 			v->stats.behaviour_hits++;
 	}
 	stage_enter(STAGE_MATCH);
-	return score(v);
-}
-
-bool verdict_behaviour(const struct verdict *v, uint32_t id, double *value,
-		       uint64_t *window_ns)
-{
-	for (unsigned i = 0; i < v->shits.n; i++)
-		if (v->set->storm_rule_id[v->shits.hit[i].rule] == id) {
-			*value = v->shits.hit[i].value;
-			*window_ns = v->shits.hit[i].window_ns;
-			return true;
-		}
-	return false;
+	return score(v, false);
 }
 
 void verdict_advance(struct verdict *v, uint64_t now)
@@ -890,27 +913,6 @@ uint64_t verdict_set_max_window_ns(const struct verdict_set *s)
 		if (s->srules[i].window_ns > w)
 			w = s->srules[i].window_ns;
 	return w;
-}
-
-const char *verdict_rule_name(const struct verdict *v, uint32_t id)
-{
-	return id < v->rules->nrules ? v->rules->rules[id].name : "?";
-}
-
-double verdict_rule_score(const struct verdict *v, uint32_t id)
-{
-	return id < v->rules->nrules ? v->rules->rules[id].score : 0;
-}
-
-bool verdict_rule_reported(const struct verdict *v, uint32_t id)
-{
-	return id < v->rules->nrules && v->rules->rules[id].scored &&
-	       v->rules->rules[id].score != 0;
-}
-
-const char *verdict_rule_describe(const struct verdict *v, uint32_t id)
-{
-	return id < v->rules->nrules ? v->rules->rules[id].describe : NULL;
 }
 
 const struct verdict_stats *verdict_get_stats(const struct verdict *v)

@@ -47,10 +47,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
-struct match_hits;
 struct match_msg;
 struct message;
 struct message_wants;
+struct score_report;
 struct smtp_tx;
 struct storm_event;
 struct verdict;
@@ -131,11 +131,12 @@ void verdict_begin(struct verdict *v, struct message *m);
 /* Bytes of stream state held now by v's messages in flight. */
 uint64_t verdict_stream_bytes(const struct verdict *v);
 
-/* Scans m (ended) of transaction tx. Returns the hits with score and action
- * set, owned by v and valid until the next call; NULL when m is NULL. Used
- * for messages read from files: no behaviour rules. */
-const struct match_hits *verdict_message(struct verdict *v, const struct message *m,
-					 const struct smtp_tx *tx);
+/* Scans m (ended) of transaction tx and scores it. Returns the report
+ * (score.h: score, action, the reported hits and the subhits), owned by v
+ * and valid until the next scan on v; NULL when m is NULL. Used for
+ * messages read from files: no behaviour rules. */
+const struct score_report *verdict_message(struct verdict *v, const struct message *m,
+					   const struct smtp_tx *tx);
 
 /* The views verdict_message() and verdict_tx() scan m (ended) with, as
  * they build them: headers, body paragraphs (Subject first), rawbody, URIs,
@@ -148,24 +149,15 @@ void verdict_build_views(struct verdict *v, const struct message *m,
 /* A transaction seen on the wire: m (NULL when no content passed) scanned
  * as above, and the transaction (client, envelope, each recipient's reply,
  * fingerprints) observed by the storm tracker at engine time now. Returns
- * the hits of both kinds, scored; owned by v until the next call. */
-const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
-				    const struct smtp_tx *tx, const uint8_t client[16],
-				    uint8_t ipver, uint64_t now);
-
-/* For a behaviour rule of the last verdict_tx(): the measured value and the
- * window. Returns false for content rules. */
-bool verdict_behaviour(const struct verdict *v, uint32_t id, double *value,
-		       uint64_t *window_ns);
+ * the report of the hits of both kinds, scored, each behaviour hit with
+ * the value the tracker measured and its window (no subhits); owned by v
+ * until the next scan on v. */
+const struct score_report *verdict_tx(struct verdict *v, const struct message *m,
+				      const struct smtp_tx *tx, const uint8_t client[16],
+				      uint8_t ipver, uint64_t now);
 
 /* Bounded window housekeeping on the engine clock; call once per burst. */
 void verdict_advance(struct verdict *v, uint64_t now);
-
-/* Name, score and describe text of rule id (for records and reports). */
-const char *verdict_rule_name(const struct verdict *v, uint32_t id);
-double verdict_rule_score(const struct verdict *v, uint32_t id);
-bool verdict_rule_reported(const struct verdict *v, uint32_t id);
-const char *verdict_rule_describe(const struct verdict *v, uint32_t id);
 
 /* v's counters, with the storm event counts of its set (one tracker for
  * every context: its events are the set's, not one worker's). Valid until

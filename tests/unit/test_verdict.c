@@ -24,6 +24,7 @@
 #include "message.h"
 #include "output.h"
 #include "pipeline.h"
+#include "score.h"
 #include "verdict.h"
 
 static const char rules_text[] =
@@ -419,7 +420,7 @@ static void test_no_full_rules(void)
 	message_end(m);
 	(void)message_view(m, MESSAGE_VIEW_FULL, &n);
 	CHECK_EQ_U64(n, 0);
-	CHECK(verdict_message(v, m, NULL)->nlist > 0);
+	CHECK(verdict_message(v, m, NULL)->nhits > 0);
 	CHECK_EQ_U64(verdict_get_stats(v)->full_skipped, 0);
 	message_free(m);
 	verdict_free(v);
