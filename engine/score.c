@@ -50,6 +50,7 @@ static bool reported(const struct rule_set *rs, uint32_t id)
 	return id < rs->nrules && rs->rules[id].scored && rs->rules[id].score != 0;
 }
 
+/* o: hit id of h as reports show it (not a behaviour hit). */
 static void hit_fill(struct score_hit *o, const struct rule_set *rs,
 		     const struct match_hits *h, uint32_t id)
 {

@@ -47,8 +47,9 @@ struct verdict_set {
 	pthread_mutex_t storm_mu;        /* held around the tracker when nctx > 1 */
 	struct storm_tracker *storm;     /* NULL when the rules have no track rule */
 	struct storm_sink *sink;         /* the tracker's callback target, moves with it */
-	uint64_t storm_events_up;        /* events of the tracker, whichever context */
-	uint64_t storm_events_down;      /* ran it (they move with it on adoption) */
+	/* the tracker's events, whichever context was in it; they move with
+	 * the tracker when a reload adopts it */
+	uint64_t storm_events_up, storm_events_down;
 };
 
 /* One worker's context on a set: everything it writes while scanning. */
