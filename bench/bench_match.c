@@ -14,7 +14,7 @@
  * the match_msg views by verdict_build_views(), the function the engine's
  * verdict itself uses; the views are copied out, so parsing is done once and
  * not timed. The timed loop is then, per message: match_hits_reset,
- * match_scan_msg, match_score, over the whole list, --passes times.
+ * match_scan_msg, score_hits, over the whole list, --passes times.
  *
  * Output (stdout), one line each, for bench/report.py:
  *   bench_match_load rules=LABEL seconds=S messages=N distinct=D
@@ -40,6 +40,7 @@
 #include "match.h"
 #include "message.h"
 #include "rules.h"
+#include "score.h"
 #include "verdict.h"
 
 struct view {                   /* one distinct message, views copied */
@@ -258,6 +259,7 @@ int main(int argc, char **argv)
 	struct match_build_opts o = { .nthreads = 0 };
 	struct match_scratch *s;
 	struct match_hits *hits;
+	struct verdict_set *vset;
 	struct verdict *vb;
 	struct message *m;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -385,9 +387,12 @@ int main(int argc, char **argv)
 
 	/* --- parse once: message stage + the engine's views ---------------- */
 	t0 = now_s();
-	vb = verdict_new(NULL, 0, NULL, err, sizeof(err));   /* no rules: views only */
-	if (!vb)
+	vset = verdict_set_new(NULL, 0, NULL, err, sizeof(err));   /* no rules: views only */
+	if (!vset)
 		die("cannot make the view builder: %s", err);
+	vb = verdict_new(vset);
+	if (!vb)
+		die("%s", "out of memory");
 	m = message_new(NULL, NULL, NULL);                    /* default limits */
 	views = calloc(nviews, sizeof(*views));
 	if (!m || !views)
@@ -411,6 +416,7 @@ int main(int argc, char **argv)
 	}
 	message_free(m);
 	verdict_free(vb);
+	verdict_set_free(vset);
 	t_prep = now_s() - t0;
 	for (size_t i = 0; i < nscans; i++) {
 		msg_bytes += views[scans[i].view].msg_bytes;
@@ -439,7 +445,7 @@ int main(int argc, char **argv)
 			}
 			match_hits_reset(hits);
 			match_scan_msg(ms, s, &mm, hits);
-			match_score(ms, hits);
+			score_hits(rs, hits);
 			sum += hits->score;
 			if (!hits->action || !strcmp(hits->action, "pass"))
 				act[0]++;

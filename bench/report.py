@@ -1011,7 +1011,7 @@ def rules_section():
     P("Engine rows: the engine's summary (frame Gbit/s and messages/s over the packet "
       "loop, one core: capture, reassembly, SMTP, MIME, views, matching, storm "
       "tracking, records). bench_match rows: messages/s of `match_scan_msg` + "
-      "`match_score` alone over the same transactions' messages (views built by the "
+      "`score_hits` alone over the same transactions' messages (views built by the "
       "engine's own `verdict_build_views()`, parsed once before timing), median of "
       f"{meta.get('match_passes', '?')} passes × {rounds} rounds. Same rounds: each "
       "round runs the four engine rows, then the three ceilings, back to back. The "

@@ -38,6 +38,7 @@
 #include "pipeline.h"
 #include "reload.h"
 #include "replay.h"
+#include "score.h"
 #include "stage_clock.h"
 #include "summary.h"
 #include "verdict.h"
@@ -226,6 +227,7 @@ static int cmd_score(int argc, char **argv)
 	};
 	const char *dirs[MAX_RULE_DIRS];
 	int ndirs = 0, json = 0, all_hits = 0, c, rc = 0;
+	struct verdict_set *rs;
 	struct verdict *v;
 	struct message_limits lim;
 	char err[512];
@@ -253,9 +255,15 @@ static int cmd_score(int argc, char **argv)
 	}
 	if (optind >= argc)
 		die_usage("%s", "score: give at least one message file");
-	v = reload_load_rules(dirs, ndirs, err, sizeof(err));
-	if (!v) {
+	rs = reload_load_rules(dirs, ndirs, err, sizeof(err));
+	if (!rs) {
 		fprintf(stderr, "breakwater: %s\n", err[0] ? err : "no rules to score with");
+		return 1;
+	}
+	v = verdict_new(rs);
+	if (!v) {
+		fprintf(stderr, "breakwater: out of memory\n");
+		verdict_set_free(rs);
 		return 1;
 	}
 	message_limits_default(&lim);
@@ -263,7 +271,7 @@ static int cmd_score(int argc, char **argv)
 		size_t len = 0;
 		char *buf = read_file(argv[i], &len);
 		struct message *m;
-		const struct match_hits *h;
+		const struct score_report *r;
 
 		if (!buf) {
 			fprintf(stderr, "breakwater: cannot read %s: %s\n", argv[i], strerror(errno));
@@ -280,58 +288,27 @@ static int cmd_score(int argc, char **argv)
 		verdict_begin(v, m);    /* full rules: the raw message streamed */
 		message_feed(m, (const uint8_t *)buf, len);
 		message_end(m);
-		h = verdict_message(v, m, NULL);
+		r = verdict_message(v, m, NULL);
 		if (json) {
 			struct json j;
 
 			json_init(&j);
 			json_begin(&j);
 			json_kv_cstr(&j, "file", argv[i]);
-			json_key(&j, "score");
-			json_double(&j, h->score);
-			json_kv_cstr(&j, "action", h->action ? h->action : "pass");
-			json_key(&j, "hits");
-			json_open_array(&j);
-			for (uint32_t k = 0; k < h->nlist; k++) {
-				if (!verdict_rule_reported(v, h->list[k]))
-					continue;
-				json_open_object(&j);
-				json_kv_cstr(&j, "rule", verdict_rule_name(v, h->list[k]));
-				json_key(&j, "score");
-				json_double(&j, verdict_rule_score(v, h->list[k]));
-				json_close_object(&j);
-			}
-			json_close_array(&j);
-			if (all_hits) {
-				json_key(&j, "subhits");
-				json_open_array(&j);
-				for (uint32_t k = 0; k < h->nlist; k++) {
-					if (verdict_rule_reported(v, h->list[k]))
-						continue;
-					json_open_object(&j);
-					json_kv_cstr(&j, "rule", verdict_rule_name(v, h->list[k]));
-					json_kv_u64(&j, "count", h->count[h->list[k]]);
-					json_close_object(&j);
-				}
-				json_close_array(&j);
-			}
+			output_score_json(&j, r, all_hits);
 			json_end(&j);
 			json_write(&j, stdout);
 			json_free(&j);
 		} else {
-			printf("%s: %.1f points, action %s\n", argv[i], h->score,
-			       h->action ? h->action : "pass");
+			printf("%s: %.1f points, action %s\n", argv[i], r->score,
+			       r->action ? r->action : "pass");
 			printf("%6s %-28s %s\n", "pts", "rule name", "description");
 			printf("%6s %-28s %s\n", "----", "----------------------", "--------------------------------");
-			for (uint32_t k = 0; k < h->nlist; k++) {
-				uint32_t id = h->list[k];
-				const char *d;
+			for (uint32_t k = 0; k < r->nhits; k++) {
+				const struct score_hit *e = &r->hits[k];
 
-				if (!verdict_rule_reported(v, id))
-					continue;
-				d = verdict_rule_describe(v, id);
-				printf("%6.1f %-28s %s\n", verdict_rule_score(v, id),
-				       verdict_rule_name(v, id), d ? d : "");
+				printf("%6.1f %-28s %s\n", e->score, e->rule,
+				       e->describe ? e->describe : "");
 			}
 			printf("\n");
 		}
@@ -339,9 +316,9 @@ static int cmd_score(int argc, char **argv)
 		free(buf);
 	}
 	verdict_free(v);
+	verdict_set_free(rs);
 	return rc;
 }
-
 
 /* Everything the command line sets for a run. */
 struct options {
@@ -587,7 +564,7 @@ int main(int argc, char **argv)
 	struct run r = { .cap = &cap };
 	struct workers_config wcfg;
 	struct run_info ri;
-	struct verdict *rules = NULL;
+	struct verdict_set *rules = NULL;
 	FILE *out_f = stdout, *json_f = NULL;
 	char err[512];
 	double t_start = clock_mono_s(), t_loop, cpu_loop, change_ns = 0;
@@ -664,7 +641,7 @@ int main(int argc, char **argv)
 	}
 	rules = NULL;   /* the workers' now */
 	if (rp.passes && replay_hold(&rp, &cap, cap.linktype,
-				     verdict_max_window_ns(workers_rules(r.ws)),
+				     verdict_set_max_window_ns(workers_rules(r.ws)),
 				     err, sizeof(err)) != 0) {
 		fprintf(stderr, "breakwater: --replay: %s\n", err);
 		goto fail_run;
@@ -741,7 +718,7 @@ fail_workers:
 	replay_store_free(&rp.st);   /* its mbufs go back to the pool first */
 	capture_close(&cap);
 fail_capture:
-	verdict_free(rules);
+	verdict_set_free(rules);
 fail_rules:
 	replay_free(&rp);
 fail_replay:

@@ -1,4 +1,4 @@
-/* match: compile rules into per-class Hyperscan databases, scan, score.
+/* match: compile rules into per-class Hyperscan databases, scan.
  * See match.h for the data layout and docs/rules.md for the semantics.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -2710,30 +2710,6 @@ int match_scan_msg(const struct match_set *ms, struct match_scratch *s,
 			match_hits_add(h, ms->native[i], n);
 	}
 	return rc;
-}
-
-void match_score(const struct match_set *ms, struct match_hits *h)
-{
-	const struct rule_set *rs = ms->rules;
-	double score = 0;
-
-	for (uint32_t i = 0; i < rs->nmeta_order; i++) {
-		uint32_t id = rs->meta_order[i];
-
-		if (rs->rules[id].test != RULE_TEST_META)
-			continue;
-		if (rules_meta_eval(rs, id, h->count) != 0.0)
-			match_hits_add(h, id, 1);
-	}
-	for (uint32_t i = 0; i < h->nlist; i++) {
-		const struct rule *r = &rs->rules[h->list[i]];
-
-		if (r->scored && r->skip == RULE_SKIP_NONE)
-			score += r->score;
-	}
-	/* round like SpamAssassin reports (to 0.001) so sums are stable */
-	h->score = (double)(int64_t)(score * 1000.0 + (score < 0 ? -0.5 : 0.5)) / 1000.0;
-	h->action = rules_action_for(rs, h->score);
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,5 +1,5 @@
-/* match: rule sets compiled into Hyperscan (PCRE2 where it must), scanning,
- * meta evaluation and scoring.
+/* match: rule sets compiled into Hyperscan (PCRE2 where it must) and
+ * scanning; score.h turns the hits into a score.
  *
  * Data layout. A struct match_set is built once from a finished rule_set and
  * is then shared read-only by every worker lcore. It holds one "class
@@ -178,8 +178,8 @@ struct match_hits {
 	uint32_t *list;         /* rule ids with count > 0, in hit order */
 	uint32_t nlist;
 	uint32_t nrules;
-	double score;           /* after match_score() */
-	const char *action;     /* after match_score(): owned by the rule set */
+	double score;           /* after score_hits() */
+	const char *action;     /* after score_hits(): owned by the rule set */
 };
 
 /* The default cache directory for match_build_opts.cache_dir, written to
@@ -275,10 +275,6 @@ size_t match_stream_size(const struct match_stream *st);
  * that hold the message whole. */
 int match_scan_full(const struct match_set *ms, struct match_scratch *s,
 		    const char *p, size_t len, struct match_hits *h);
-
-/* Evaluates metas (dependencies first), sums the scores of scored rules that
- * hit and picks the action. Call after every scan of the message. */
-void match_score(const struct match_set *ms, struct match_hits *h);
 
 /* `breakwater check-rules DIR...`: loads, compiles (through the cache in
  * match_cache_default_dir()), prints counts, cache counters, errors

@@ -2132,24 +2132,12 @@ void message_free(struct message *m)
 
 /* ---- accessors ---------------------------------------------------------------------------- */
 
-void message_want_uris(struct message *m, bool want)
+void message_want(struct message *m, const struct message_wants *w)
 {
-	m->no_uris = !want;
-}
-
-void message_want_text(struct message *m, bool want)
-{
-	m->no_text = !want;
-}
-
-void message_want_part_headers(struct message *m, bool want)
-{
-	m->no_part_headers = !want;
-}
-
-void message_want_headers(struct message *m, bool want)
-{
-	m->no_headers = !want;
+	m->no_uris = !w->uris;
+	m->no_text = !w->text;
+	m->no_part_headers = !w->part_headers;
+	m->no_headers = !w->headers;
 }
 
 uint64_t message_body_length(const struct message *m)

@@ -251,34 +251,42 @@ void message_free(struct message *m);
 /* Accessors. Header pointers stay valid until the next feed, reset or
  * free (final once the header block ended); the rest until reset/free. */
 int message_headers_done(const struct message *m);
-/* Whether the URI list is built (default: yes). Off, the text scanner and
- * HTML link extraction do not run and message_uri_count() stays 0: for a
- * rule set without uri rules. Set before the first feed; kept across
- * message_reset(). */
-void message_want_uris(struct message *m, bool want);
-/* Whether the text views (body, rawbody) and the URI list are produced
- * (default: yes). Off, leaves are still transfer-decoded (sizes, base64/QP
- * anomalies) and charset-converted (charset anomalies), so the record does
- * not change, but the text goes nowhere: no HTML rendering, no kept copies,
- * no on_text/on_uri calls, body_bytes/rawbody_bytes stay 0. For a rule set
- * without body, rawbody or uri rules (or no rules). Set before the first
- * feed; kept across message_reset(). */
-void message_want_text(struct message *m, bool want);
-/* Whether the headers of MIME parts other than the message itself are kept
- * (message_part_header_at(); default: yes). Off, they are parsed for the
- * part's own fields (type, charset, name) and counted against the part
- * header limits (so part_headers_cut does not depend on it), not kept: for
- * rules without mimeheader rules. Set before the first feed; kept across
- * message_reset(). */
-void message_want_part_headers(struct message *m, bool want);
-/* Whether every top-level header is kept for message_header_at() (default:
- * yes). Off, only the headers the record reads are kept (the named fields,
- * the first Received line); the others are parsed (RFC 2047, To/Cc
- * counts) and counted against max_headers and max_header_store as if
- * kept, so fields, counters and anomalies do not change: for no header or
- * mimeheader rules (or none). Set before the first feed; kept across
- * message_reset(). */
-void message_want_headers(struct message *m, bool want);
+/* What the readers of a message (the rules) need kept of it; the message
+ * stage does only that work. Every field is true by default (a message made
+ * by message_new() keeps everything); a field off changes what is kept,
+ * never what is counted, so the record, the counters and the anomalies do
+ * not depend on it.
+ *   uris          the URI list (message_uri_at()). Off, the text scanner and
+ *                 HTML link extraction do not run and message_uri_count()
+ *                 stays 0: for a rule set without uri rules.
+ *   text          the text views (body, rawbody) and the URI list. Off,
+ *                 leaves are still transfer-decoded (sizes, base64/QP
+ *                 anomalies) and charset-converted (charset anomalies), but
+ *                 the text goes nowhere: no HTML rendering, no kept copies,
+ *                 no on_text/on_uri calls, body_bytes/rawbody_bytes stay 0.
+ *                 For a rule set without body, rawbody or uri rules (or no
+ *                 rules).
+ *   part_headers  the headers of MIME parts other than the message itself
+ *                 (message_part_header_at()). Off, they are parsed for the
+ *                 part's own fields (type, charset, name) and counted
+ *                 against the part header limits (so part_headers_cut does
+ *                 not depend on it), not kept: for no mimeheader rules.
+ *   headers       every top-level header (message_header_at()). Off, only
+ *                 the headers the record reads are kept (the named fields,
+ *                 the first Received line); the others are parsed (RFC 2047,
+ *                 To/Cc counts) and counted against max_headers and
+ *                 max_header_store as if kept: for no header or mimeheader
+ *                 rules (or none). */
+struct message_wants {
+	bool uris;
+	bool text;
+	bool part_headers;
+	bool headers;
+};
+
+/* Sets what m keeps (see struct message_wants; w is copied). Set before the
+ * first feed; kept across message_reset(). */
+void message_want(struct message *m, const struct message_wants *w);
 /* Bytes of the message body (after the header block's blank line) fed so far,
  * line ends counted as one byte (SpamAssassin's pristine_body_length of the
  * message stored with LF line ends); 0 before the headers end. */

@@ -1,4 +1,4 @@
-/* output: records and summary; see output.h. */
+/* output: records; see output.h. */
 #include "output.h"
 
 #include <inttypes.h>
@@ -9,6 +9,7 @@
 #include "mem.h"
 #include "message.h"
 #include "match.h"
+#include "score.h"
 #include "smtp.h"
 #include "storm.h"
 #include "verdict.h"
@@ -119,7 +120,7 @@ static void kv_reply(struct json *j, const char *k, uint16_t code, const char *t
 
 void output_tx_record(struct output *o, const struct flow *f, const struct smtp_session *s,
 		      const struct smtp_tx *tx, const struct message *m,
-		      const struct verdict *v, const struct match_hits *h)
+		      const struct score_report *r)
 {
 	const struct smtp_session_info *si = smtp_session_info(s);
 	struct json *j = &o->j;
@@ -209,34 +210,8 @@ void output_tx_record(struct output *o, const struct flow *f, const struct smtp_
 		}
 		json_close_array(j);
 	}
-	if (v) {
-		json_key(j, "score");
-		json_double(j, h ? h->score : 0.0);
-		json_kv_cstr(j, "action", h && h->action ? h->action : "pass");
-		json_key(j, "hits");
-		json_open_array(j);
-		for (uint32_t i = 0; h && i < h->nlist; i++) {
-			uint32_t id = h->list[i];
-
-			if (!verdict_rule_reported(v, id))
-				continue;   /* __sub-rules and zero scores feed metas only */
-			double val;
-			uint64_t win;
-
-			json_open_object(j);
-			json_kv_cstr(j, "rule", verdict_rule_name(v, id));
-			json_key(j, "score");
-			json_double(j, verdict_rule_score(v, id));
-			if (verdict_behaviour(v, id, &val, &win)) {
-				/* the evidence: what was measured, over which window */
-				json_key(j, "value");
-				json_double(j, val);
-				json_kv_u64(j, "window_s", win / 1000000000ull);
-			}
-			json_close_object(j);
-		}
-		json_close_array(j);
-	}
+	if (r)
+		output_score_json(j, r, false);
 	json_key(j, "anomalies");
 	json_open_array(j);
 	for (int i = 0; i < SMTP_ANOM_MAX; i++)
@@ -248,6 +223,42 @@ void output_tx_record(struct output *o, const struct flow *f, const struct smtp_
 	json_close_array(j);
 	json_end(j);
 	emit(o);
+}
+
+void output_score_json(struct json *j, const struct score_report *r, bool subhits)
+{
+	json_key(j, "score");
+	json_double(j, r->score);
+	json_kv_cstr(j, "action", r->action ? r->action : "pass");
+	json_key(j, "hits");
+	json_open_array(j);
+	for (uint32_t i = 0; i < r->nhits; i++) {
+		const struct score_hit *e = &r->hits[i];
+
+		json_open_object(j);
+		json_kv_cstr(j, "rule", e->rule);
+		json_key(j, "score");
+		json_double(j, e->score);
+		if (e->behaviour) {
+			/* the evidence: what was measured, over which window */
+			json_key(j, "value");
+			json_double(j, e->value);
+			json_kv_u64(j, "window_s", e->window_ns / 1000000000ull);
+		}
+		json_close_object(j);
+	}
+	json_close_array(j);
+	if (!subhits)
+		return;
+	json_key(j, "subhits");
+	json_open_array(j);
+	for (uint32_t i = 0; i < r->nsubhits; i++) {
+		json_open_object(j);
+		json_kv_cstr(j, "rule", r->subhits[i].rule);
+		json_kv_u64(j, "count", r->subhits[i].count);
+		json_close_object(j);
+	}
+	json_close_array(j);
 }
 
 void output_storm_record(void *user, const struct storm_event *ev)

@@ -17,10 +17,9 @@
 struct flow;
 struct message;
 struct smtp_session;
+struct score_report;
 struct smtp_tx;
-struct match_hits;
 struct storm_event;
-struct verdict;
 
 struct output {
 	FILE *f;
@@ -37,12 +36,20 @@ void output_fini(struct output *o);
 void output_flow_record(struct output *o, const struct flow *f);
 
 /* One record for an SMTP transaction (DESIGN.md's field names). m is the
- * parsed message of the transaction, or NULL when no content passed; v the
- * rules in use (NULL: no score fields) and h the message's hits (NULL: no
- * content was scanned, score 0). All arguments are borrowed for the call. */
+ * parsed message of the transaction, or NULL when no content passed; r its
+ * verdict (NULL: no rules, no score fields). All arguments are borrowed
+ * for the call. */
 void output_tx_record(struct output *o, const struct flow *f, const struct smtp_session *s,
 		      const struct smtp_tx *tx, const struct message *m,
-		      const struct verdict *v, const struct match_hits *h);
+		      const struct score_report *r);
+
+/* The one rendering of a verdict's hits, for transaction records and
+ * `breakwater score --json` alike: writes r's fields into the JSON object
+ * open in j: "score", "action" ("pass" when no threshold was met), "hits"
+ * (each reported hit's "rule" and "score", and for a behaviour hit the
+ * measured "value" and its "window_s"), and with subhits "subhits" (each
+ * other hit's "rule" and "count"). r is borrowed for the call. */
+void output_score_json(struct json *j, const struct score_report *r, bool subhits);
 
 /* One record for a storm event: a key crossed a track rule's threshold
  * (dir up) or fell back under it (dir down). o is a struct output *. */

@@ -61,6 +61,9 @@ static void msg_put(struct pipeline *pl, struct message *m)
 	}
 }
 
+/* What a message keeps when no rules read it: what the record needs alone. */
+static const struct message_wants no_rules = { false, false, false, false };
+
 static void tx_data_begin(void *user, const struct smtp_tx *tx)
 {
 	struct flow_app *a = user;
@@ -77,18 +80,14 @@ static void tx_data_begin(void *user, const struct smtp_tx *tx)
 		if (!a->msg)
 			a->pl->stats.msg_alloc_fail++;
 	}
-	/* full rules: the raw bytes reach the rules' streams as they arrive
-	 * (released with the message, whichever way the transaction ends) */
 	if (a->msg) {
-		/* the URI list only for rules that read it (records do not) */
-		message_want_uris(a->msg, verdict_wants_uris(a->pl->verdict));
-		/* and text (HTML rendered, views kept) only for rules that read
-		 * it: with none, MIME is still decoded for the record */
-		message_want_text(a->msg, verdict_wants_text(a->pl->verdict));
-		/* and MIME parts' headers only for mimeheader rules */
-		message_want_part_headers(a->msg, verdict_wants_mimeheaders(a->pl->verdict));
-		/* and the whole header list only for header rules */
-		message_want_headers(a->msg, verdict_wants_headers(a->pl->verdict));
+		/* the URI list, the text views, the header lists only when the
+		 * rules read them (records do not: with no rules, MIME is still
+		 * decoded for the record, nothing more is kept) */
+		message_want(a->msg, a->pl->verdict ? verdict_wants(a->pl->verdict) : &no_rules);
+		/* full rules: the raw bytes reach the rules' streams as they
+		 * arrive (released with the message, whichever way the
+		 * transaction ends) */
 		if (a->pl->verdict)
 			verdict_begin(a->pl->verdict, a->msg);
 	}
@@ -124,16 +123,16 @@ static void tx_end(void *user, const struct smtp_session *s, const struct smtp_t
 				pl->stats.message_anomaly_count[i]++;
 	}
 	if (pl->cfg.tx_records) {
-		const struct match_hits *h = NULL;
+		const struct score_report *r = NULL;
 
 		if (pl->verdict) {
 			/* verdict_tx() moves the clock to STORM for its tracking */
 			stage_enter(STAGE_MATCH);
-			h = verdict_tx(pl->verdict, m, tx, flow_client_addr(a->flow),
+			r = verdict_tx(pl->verdict, m, tx, flow_client_addr(a->flow),
 				       a->flow->ipver, pl->now);
 		}
 		stage_enter(STAGE_OUTPUT);
-		output_tx_record(pl->out, a->flow, s, tx, m, pl->verdict, h);
+		output_tx_record(pl->out, a->flow, s, tx, m, r);
 		stage_enter(STAGE_MESSAGE);
 	}
 	a->msg = NULL;

@@ -61,7 +61,7 @@ struct pipeline {
 	struct flow_table *flows;
 	struct reasm_ctx reasm;
 	struct output *out;
-	struct verdict *verdict;     /* rules (borrowed; NULL: no scoring) */
+	struct verdict *verdict;     /* its verdict context (borrowed; NULL: no rules) */
 	struct pipeline_stats stats;
 	struct message *msg_cache[PIPELINE_MSG_CACHE];  /* idle parsers kept for reuse */
 	unsigned n_msg_cache;

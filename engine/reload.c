@@ -6,7 +6,7 @@
 #include "verdict.h"
 #include "workers.h"
 
-struct verdict *reload_load_rules(const char *const *dirs, int ndirs, char *err, size_t errlen)
+struct verdict_set *reload_load_rules(const char *const *dirs, int ndirs, char *err, size_t errlen)
 {
 	const char *def;
 
@@ -21,7 +21,7 @@ struct verdict *reload_load_rules(const char *const *dirs, int ndirs, char *err,
 		dirs = &def;
 		ndirs = 1;
 	}
-	return verdict_new(dirs, ndirs, stderr, err, errlen);
+	return verdict_set_new(dirs, ndirs, stderr, err, errlen);
 }
 
 void reload_init(struct reload *r, const char *const *dirs, int ndirs, FILE *log)
@@ -58,7 +58,7 @@ static void start(struct reload *r)
 /* Swaps in a finished reload's rules. Returns true when it did. */
 static bool finish(struct reload *r, struct workers *ws)
 {
-	struct verdict *nv;
+	struct verdict_set *nv;
 	bool kept;
 
 	if (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
@@ -75,7 +75,7 @@ static bool finish(struct reload *r, struct workers *ws)
 	}
 	if (workers_set_rules(ws, nv, &kept) != 0) {
 		fprintf(r->log, "breakwater: reload refused, the running rules stay: out of memory\n");
-		verdict_free(nv);
+		verdict_set_free(nv);
 		r->refused++;
 		return false;
 	}
@@ -98,6 +98,6 @@ void reload_cancel(struct reload *r)
 		return;
 	pthread_join(r->thread, NULL);
 	r->running = false;
-	verdict_free(r->result);
+	verdict_set_free(r->result);
 	r->result = NULL;
 }

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-struct verdict;
+struct verdict_set;
 struct workers;
 
 #define RELOAD_MAX_DIRS 16
@@ -28,7 +28,7 @@ struct reload {
 	pthread_t thread;
 	bool running;
 	int done;                    /* set by the thread (atomic) */
-	struct verdict *result;
+	struct verdict_set *result;
 	char err[512];
 	/* what happened, for tests and the summary */
 	unsigned swapped, refused;
@@ -38,7 +38,7 @@ struct reload {
  * Returns the rule set (the caller owns it), or NULL: with err set on a
  * rule error (each error printed on stderr with file:line), with err empty
  * when no default rules exist (said on stderr). */
-struct verdict *reload_load_rules(const char *const *dirs, int ndirs, char *err, size_t errlen);
+struct verdict_set *reload_load_rules(const char *const *dirs, int ndirs, char *err, size_t errlen);
 
 /* Sets r up for the rules of dirs (borrowed, must outlive r); reports go
  * to log. Cannot fail. */

@@ -22,19 +22,41 @@
 #include "message.h"
 #include "stage_clock.h"
 #include "rules.h"
+#include "score.h"
 #include "smtp.h"
 #include "storm.h"
 
 #define VERDICT_MAX_PARAS 4096
 #define VERDICT_MAX_RCPT 1000
 
+/* One loaded rule set, shared by every context made on it. Read-only once
+ * verdict_set_new() returns, except the tracker group at the end, which
+ * the contexts write under storm_mu when there are several (nctx > 1). */
+struct verdict_set {
+	struct rule_set *rules;
+	struct match_set *ms;
+	struct message_wants wants;      /* what a message must keep for these rules */
+	struct storm_rule *srules;       /* as given to storm_new (names borrowed from rules) */
+	uint32_t *storm_rule_id;         /* storm rule index -> rule id */
+	uint32_t n_storm;
+	bool need_body_hash;             /* a track rule counts or keys on fingerprint */
+	unsigned nctx;                   /* contexts made on the set and not yet freed */
+	void (*on_event)(void *user, const struct storm_event *ev);
+	void *event_user;
+	/* the tracker group: last, away from what every message reads */
+	pthread_mutex_t storm_mu;        /* held around the tracker when nctx > 1 */
+	struct storm_tracker *storm;     /* NULL when the rules have no track rule */
+	struct storm_sink *sink;         /* the tracker's callback target, moves with it */
+	/* the tracker's events, whichever context was in it; they move with
+	 * the tracker when a reload adopts it */
+	uint64_t storm_events_up, storm_events_down;
+};
+
+/* One worker's context on a set: everything it writes while scanning. */
 struct verdict {
-	/* A worker's verdict (verdict_worker_new) borrows rules, ms, the
-	 * tracker and its rule tables from parent, and locks parent->storm_mu
-	 * around the tracker; it owns the rest (scratch, hits, views, streams,
-	 * stats). NULL for the verdict verdict_new() made. */
-	struct verdict *parent;
-	pthread_mutex_t storm_mu;        /* when workers share this verdict's tracker */
+	struct verdict_set *set;         /* borrowed: outlives the context */
+	/* the set's, copied: read on every message and every piece of a
+	 * streamed one, from the worker's own cache lines */
 	struct rule_set *rules;
 	struct match_set *ms;
 	struct match_scratch *scratch;
@@ -52,24 +74,19 @@ struct verdict {
 	struct match_text *uris;
 	uint32_t cap_uris;
 	struct match_text raw;           /* the rawbody view of the last message */
-	struct storm_tracker *storm;     /* NULL when the rules have no track rule */
-	struct storm_sink *sink;         /* the tracker's callback target, moves with it */
-	struct storm_rule *srules;       /* as given to storm_new (names borrowed from rules) */
-	uint32_t *storm_rule_id;         /* storm rule index -> rule id */
-	uint32_t n_storm;
-	bool need_body_hash;             /* a track rule counts or keys on fingerprint */
 	struct storm_hits shits;         /* of the last verdict_tx() */
-	void (*on_event)(void *user, const struct storm_event *ev);
-	void *event_user;
+	struct score_report report;      /* of the last message or transaction */
+	struct score_hit *report_buf;    /* its hits: room for every rule */
 	const char *rcpt_ptrs[VERDICT_MAX_RCPT];
 	uint8_t rcpt_status[VERDICT_MAX_RCPT];
-	struct verdict_stats stats;
+	struct verdict_stats stats;      /* its own; storm event counts stay 0 here */
+	struct verdict_stats read;       /* what verdict_get_stats() returned last */
 };
 
 /* A message in flight's full-rule state: the message stage's tap object,
  * freed by the message (vstream_release). */
 struct verdict_stream {
-	struct verdict *v;               /* NULL once its verdict is gone (reload) */
+	struct verdict *v;               /* NULL once its context is gone (reload) */
 	struct verdict_stream *prev, *next;
 	struct match_stream *st;         /* NULL: no stream (none needed, capped, oom) */
 	size_t bytes;                    /* st's size, counted in v->stream_bytes */
@@ -98,37 +115,39 @@ static enum storm_field track_field(enum track_item it, bool as_key)
 	}
 }
 
-/* The tracker calls back through this, not the verdict itself, so that a
- * reload can hand the tracker (and its windows) to the new verdict. */
+/* The tracker calls back through this, not the set itself, so that a
+ * reload can hand the tracker (and its windows) to the new set. */
 struct storm_sink {
-	struct verdict *v;
+	struct verdict_set *s;
 };
 
+/* Runs on the thread of the context in the tracker (under storm_mu when
+ * the set has several contexts). */
 static void on_storm_event(void *user, const struct storm_event *ev)
 {
-	struct verdict *v = ((struct storm_sink *)user)->v;
+	struct verdict_set *s = ((struct storm_sink *)user)->s;
 
 	if (ev->dir == STORM_UP)
-		v->stats.storm_events_up++;
+		s->storm_events_up++;
 	else
-		v->stats.storm_events_down++;
-	if (v->on_event)
-		v->on_event(v->event_user, ev);
+		s->storm_events_down++;
+	if (s->on_event)
+		s->on_event(s->event_user, ev);
 }
 
 /* Builds the storm tracker from the set's track rules. Returns 0, or -1
  * with the reason (naming the rule's file:line) in err. */
-static int storm_setup(struct verdict *v, char *err, size_t errlen)
+static int storm_setup(struct verdict_set *s, char *err, size_t errlen)
 {
-	struct rule_set *rs = v->rules;
+	struct rule_set *rs = s->rules;
 	struct storm_rule *sr;
 	struct storm_config cfg;
 
 	if (!rs->ntracks)
 		return 0;
 	sr = mem_calloc(MEM_STORM, rs->ntracks, sizeof(*sr));
-	v->storm_rule_id = mem_calloc(MEM_STORM, rs->ntracks, sizeof(*v->storm_rule_id));
-	if (!sr || !v->storm_rule_id) {
+	s->storm_rule_id = mem_calloc(MEM_STORM, rs->ntracks, sizeof(*s->storm_rule_id));
+	if (!sr || !s->storm_rule_id) {
 		mem_free(MEM_STORM, sr);
 		snprintf(err, errlen, "out of memory setting up the storm tracker");
 		return -1;
@@ -136,7 +155,7 @@ static int storm_setup(struct verdict *v, char *err, size_t errlen)
 	for (uint32_t i = 0; i < rs->ntracks; i++) {
 		const struct track_def *td = &rs->tracks[i];
 		const struct rule *r = &rs->rules[td->rule];
-		struct storm_rule *o = &sr[v->n_storm];
+		struct storm_rule *o = &sr[s->n_storm];
 		char why[256];
 
 		o->name = r->name;
@@ -165,23 +184,23 @@ static int storm_setup(struct verdict *v, char *err, size_t errlen)
 			goto fail;
 		}
 		if (o->what == STORM_F_BODY_HASH || o->per == STORM_F_BODY_HASH)
-			v->need_body_hash = true;
-		v->storm_rule_id[v->n_storm++] = td->rule;
+			s->need_body_hash = true;
+		s->storm_rule_id[s->n_storm++] = td->rule;
 	}
-	v->sink = mem_calloc(MEM_STORM, 1, sizeof(*v->sink));
-	if (!v->sink) {
+	s->sink = mem_calloc(MEM_STORM, 1, sizeof(*s->sink));
+	if (!s->sink) {
 		snprintf(err, errlen, "out of memory setting up the storm tracker");
 		goto fail;
 	}
-	v->sink->v = v;
+	s->sink->s = s;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.mem_cap = 512ull << 20;
 	cfg.at_cap = STORM_CAP_EVICT;
 	cfg.on_event = on_storm_event;
-	cfg.user = v->sink;
-	v->srules = sr;
-	v->storm = storm_new(&cfg, sr, v->n_storm);
-	if (!v->storm) {
+	cfg.user = s->sink;
+	s->srules = sr;
+	s->storm = storm_new(&cfg, sr, s->n_storm);
+	if (!s->storm) {
 		snprintf(err, errlen, "cannot set up the storm tracker");
 		return -1;
 	}
@@ -191,19 +210,35 @@ fail:
 	return -1;
 }
 
-struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
-			    char *err, size_t errlen)
+/* What a message must keep for these rules (the message stage does only
+ * that work): the URI list for uri rules; the text views for body, rawbody
+ * and uri rules and for a track rule on the body fingerprint; the header
+ * list for header and mimeheader rules; MIME parts' headers for mimeheader
+ * rules. Asked once per rule set, not per message. */
+static void wants_setup(struct verdict_set *s)
 {
-	struct verdict *v = mem_calloc(MEM_RULES, 1, sizeof(*v));
+	const uint64_t *t = s->rules->counts.by_type;
+
+	s->wants.uris = t[RULE_TYPE_URI] > 0;
+	s->wants.text = t[RULE_TYPE_BODY] || t[RULE_TYPE_RAWBODY] || t[RULE_TYPE_URI] ||
+			s->need_body_hash;
+	s->wants.part_headers = t[RULE_TYPE_MIMEHEADER] > 0;
+	s->wants.headers = t[RULE_TYPE_HEADER] > 0 || t[RULE_TYPE_MIMEHEADER] > 0;
+}
+
+struct verdict_set *verdict_set_new(const char *const *dirs, int ndirs, FILE *errf,
+				    char *err, size_t errlen)
+{
+	struct verdict_set *s = mem_calloc(MEM_RULES, 1, sizeof(*s));
 	char cerr[512] = "";
 
-	if (!v) {
+	if (!s) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	pthread_mutex_init(&v->storm_mu, NULL);
-	v->rules = rule_set_new();
-	if (!v->rules)
+	pthread_mutex_init(&s->storm_mu, NULL);
+	s->rules = rule_set_new();
+	if (!s->rules)
 		goto fail_oom;
 	for (int i = 0; i < ndirs; i++) {
 		struct stat st;
@@ -212,12 +247,12 @@ struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
 			snprintf(err, errlen, "cannot read rules %s: %s", dirs[i], strerror(errno));
 			goto fail;
 		}
-		if (rules_load_path(v->rules, dirs[i]) < 0)
+		if (rules_load_path(s->rules, dirs[i]) < 0)
 			goto fail_oom;
 	}
-	if (rules_finish(v->rules) < 0)
+	if (rules_finish(s->rules) < 0)
 		goto fail_oom;
-	if (v->rules->nerrors)
+	if (s->rules->nerrors)
 		goto fail_rules;
 	{
 		struct match_build_opts o = { .nthreads = 0 };
@@ -230,57 +265,69 @@ struct verdict *verdict_new(const char *const *dirs, int ndirs, FILE *errf,
 		 * cache is off only when no directory can be named) */
 		if (match_cache_default_dir(cache, sizeof(cache)) == 0)
 			o.cache_dir = cache;
-		v->ms = match_set_build(v->rules, &o, cerr, sizeof(cerr));
+		s->ms = match_set_build(s->rules, &o, cerr, sizeof(cerr));
 	}
-	if (!v->ms) {
+	if (!s->ms) {
 		snprintf(err, errlen, "cannot compile the rules: %s", cerr);
 		goto fail;
 	}
-	if (v->rules->nerrors)
+	if (s->rules->nerrors)
 		goto fail_rules;
-	v->scratch = match_scratch_new(v->ms);
-	v->hits = match_hits_new(v->ms);
-	if (!v->scratch || !v->hits)
-		goto fail_oom;
-	if (storm_setup(v, err, errlen) != 0)
+	if (storm_setup(s, err, errlen) != 0)
 		goto fail;
-	return v;
+	wants_setup(s);
+	return s;
 
 fail_rules:
 	{
-		const struct rule_error *e = &v->rules->errors[0];
+		const struct rule_error *e = &s->rules->errors[0];
 
 		if (errf)
-			for (uint32_t i = 0; i < v->rules->nerrors; i++)
-				fprintf(errf, "%s:%u: %s\n", v->rules->errors[i].file,
-					v->rules->errors[i].line, v->rules->errors[i].reason);
+			for (uint32_t i = 0; i < s->rules->nerrors; i++)
+				fprintf(errf, "%s:%u: %s\n", s->rules->errors[i].file,
+					s->rules->errors[i].line, s->rules->errors[i].reason);
 		snprintf(err, errlen, "%u error(s) in the rules, first: %s:%u: %s",
-			 v->rules->nerrors, e->file, e->line, e->reason);
+			 s->rules->nerrors, e->file, e->line, e->reason);
 	}
 	goto fail;
 fail_oom:
 	snprintf(err, errlen, "out of memory loading the rules");
 fail:
-	verdict_free(v);
+	verdict_set_free(s);
 	return NULL;
 }
 
-struct verdict *verdict_worker_new(struct verdict *primary)
+void verdict_set_free(struct verdict_set *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_destroy(&s->storm_mu);
+	storm_free(s->storm);
+	mem_free(MEM_STORM, s->sink);
+	mem_free(MEM_STORM, s->srules);
+	mem_free(MEM_STORM, s->storm_rule_id);
+	match_set_free(s->ms);
+	rule_set_free(s->rules);
+	mem_free(MEM_RULES, s);
+}
+
+struct verdict *verdict_new(struct verdict_set *s)
 {
 	struct verdict *v = mem_calloc(MEM_RULES, 1, sizeof(*v));
 
 	if (!v)
 		return NULL;
-	v->parent = primary;
-	v->rules = primary->rules;
-	v->ms = primary->ms;
-	v->srules = primary->srules;
-	v->storm_rule_id = primary->storm_rule_id;
-	v->n_storm = primary->n_storm;
-	v->need_body_hash = primary->need_body_hash;
+	v->set = s;
+	v->rules = s->rules;
+	v->ms = s->ms;
 	v->scratch = match_scratch_new(v->ms);
 	v->hits = match_hits_new(v->ms);
-	if (!v->scratch || !v->hits) {
+	/* a message hits each rule once at most: room for all of them, so a
+	 * report is never cut (touched only as far as a message's hits go) */
+	v->report_buf = mem_alloc(MEM_MATCH, (v->rules->nrules ? v->rules->nrules : 1) *
+				  sizeof(*v->report_buf));
+	s->nctx++;
+	if (!v->scratch || !v->hits || !v->report_buf) {
 		verdict_free(v);
 		return NULL;
 	}
@@ -307,26 +354,12 @@ void verdict_free(struct verdict *v)
 		vs->v = NULL;
 		vs->prev = vs->next = NULL;
 	}
-	if (v->parent) {
-		/* a worker's: only what it owns */
-		if (v->hits)
-			match_hits_free(v->hits);
-		if (v->scratch)
-			match_scratch_free(v->scratch);
-		goto views;
-	}
-	pthread_mutex_destroy(&v->storm_mu);
-	storm_free(v->storm);
-	mem_free(MEM_STORM, v->sink);
-	mem_free(MEM_STORM, v->srules);
-	mem_free(MEM_STORM, v->storm_rule_id);
+	v->set->nctx--;
+	mem_free(MEM_MATCH, v->report_buf);
 	if (v->hits)
 		match_hits_free(v->hits);
 	if (v->scratch)
 		match_scratch_free(v->scratch);
-	match_set_free(v->ms);
-	rule_set_free(v->rules);
-views:
 	mem_free(MEM_RULES, v->hdrs);
 	mem_free(MEM_RULES, v->mhdrs);
 	mem_free(MEM_RULES, v->paras);
@@ -607,7 +640,7 @@ void verdict_build_views(struct verdict *v, const struct message *m, const struc
 	}
 	/* mimeheader: the message's own headers are part 0's, then every
 	 * other part's (message order, so by part); only for mimeheader rules */
-	if (verdict_wants_mimeheaders(v)) {
+	if (v->set->wants.part_headers) {
 		uint32_t np = message_part_header_count(m), n = 0;
 
 		if (mem_grow(MEM_RULES, (void **)&v->mhdrs, &v->cap_mhdrs, nh + np ? nh + np : 1,
@@ -664,31 +697,54 @@ static void scan_content(struct verdict *v, const struct message *m, const struc
 	v->stats.messages++;
 }
 
-static const struct match_hits *score(struct verdict *v)
+/* The tracker's measurements on the report's behaviour hits: for each
+ * track rule that hit, the value and window of its first storm hit (the
+ * tracker gives one per rule). */
+static void report_behaviour(struct verdict *v)
 {
-	match_score(v->ms, v->hits);
-	if (v->hits->action) {
-		if (strcmp(v->hits->action, "pass") == 0)
-			v->stats.actions[0]++;
-		else if (strcmp(v->hits->action, "tag") == 0)
-			v->stats.actions[1]++;
-		else if (strcmp(v->hits->action, "block") == 0)
-			v->stats.actions[2]++;
-		else
-			v->stats.actions[3]++;
+	for (unsigned i = 0; i < v->shits.n; i++) {
+		uint32_t id = v->set->storm_rule_id[v->shits.hit[i].rule];
+
+		for (uint32_t k = 0; k < v->report.nhits; k++) {
+			struct score_hit *e = &v->report_buf[k];
+
+			if (e->id == id) {
+				if (!e->behaviour) {
+					e->behaviour = true;
+					e->value = v->shits.hit[i].value;
+					e->window_ns = v->shits.hit[i].window_ns;
+				}
+				break;
+			}
+		}
 	}
-	return v->hits;
 }
 
-const struct match_hits *verdict_message(struct verdict *v, const struct message *m,
-					 const struct smtp_tx *tx)
+/* Scores v's hits, counts the action and fills v's report (with the
+ * subhits when asked). Returns the report, owned by v. */
+static const struct score_report *score(struct verdict *v, bool subhits)
+{
+	enum score_action k;
+
+	score_hits(v->rules, v->hits);
+	k = score_action_kind(v->hits->action);
+	if (k != SCORE_ACTION_NONE)
+		v->stats.actions[k]++;
+	score_report_fill(&v->report, v->report_buf, v->rules, v->hits, subhits);
+	if (v->shits.n)
+		report_behaviour(v);
+	return &v->report;
+}
+
+const struct score_report *verdict_message(struct verdict *v, const struct message *m,
+					   const struct smtp_tx *tx)
 {
 	if (!m)
 		return NULL;
 	match_hits_reset(v->hits);
 	v->shits.n = 0;
 	scan_content(v, m, tx);
-	return score(v);
+	return score(v, true);
 }
 
 /* How the server answered a recipient, in the tracker's terms. */
@@ -736,18 +792,19 @@ static bool is_auto(const struct message *m)
 		      strncasecmp(pr, "list", 4) == 0 || strncasecmp(pr, "auto_reply", 10) == 0);
 }
 
-const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
-				    const struct smtp_tx *tx, const uint8_t client[16],
-				    uint8_t ipver, uint64_t now)
+const struct score_report *verdict_tx(struct verdict *v, const struct message *m,
+				      const struct smtp_tx *tx, const uint8_t client[16],
+				      uint8_t ipver, uint64_t now)
 {
-	struct verdict *owner = v->parent ? v->parent : v;
+	struct verdict_set *s = v->set;
 
 	match_hits_reset(v->hits);
 	v->shits.n = 0;
 	if (m)
 		scan_content(v, m, tx);
 	stage_enter(STAGE_STORM);   /* --stage-times */
-	if (owner->storm && tx) {
+	if (s->storm && tx) {
+		bool shared = s->nctx > 1;   /* other workers' contexts use the tracker */
 		struct storm_tx_summary sum;
 		uint32_t n = tx->nrcpt < VERDICT_MAX_RCPT ? tx->nrcpt : VERDICT_MAX_RCPT;
 
@@ -770,49 +827,38 @@ const struct match_hits *verdict_tx(struct verdict *v, const struct message *m,
 		sum.rcpt_status = v->rcpt_status;
 		sum.n_rcpt = n;
 		sum.message_id = m ? message_field(m, MESSAGE_FIELD_MESSAGE_ID) : NULL;
-		sum.body_hash = v->need_body_hash ? body_hash(m) : 0;
+		sum.body_hash = s->need_body_hash ? body_hash(m) : 0;
 		sum.received_count = m ? (int)message_received_count(m) : 0;
 		sum.auto_submitted = is_auto(m);
-		if (v->parent)   /* shared with the other workers */
-			pthread_mutex_lock(&owner->storm_mu);
-		storm_observe(owner->storm, &sum, &v->shits);
-		if (v->parent)
-			pthread_mutex_unlock(&owner->storm_mu);
+		if (shared)
+			pthread_mutex_lock(&s->storm_mu);
+		storm_observe(s->storm, &sum, &v->shits);
+		if (shared)
+			pthread_mutex_unlock(&s->storm_mu);
 		for (unsigned i = 0; i < v->shits.n; i++)
-			match_hits_add(v->hits, v->storm_rule_id[v->shits.hit[i].rule], 1);
+			match_hits_add(v->hits, s->storm_rule_id[v->shits.hit[i].rule], 1);
 		if (v->shits.n)
 			v->stats.behaviour_hits++;
 	}
 	stage_enter(STAGE_MATCH);
-	return score(v);
-}
-
-bool verdict_behaviour(const struct verdict *v, uint32_t id, double *value,
-		       uint64_t *window_ns)
-{
-	for (unsigned i = 0; i < v->shits.n; i++)
-		if (v->storm_rule_id[v->shits.hit[i].rule] == id) {
-			*value = v->shits.hit[i].value;
-			*window_ns = v->shits.hit[i].window_ns;
-			return true;
-		}
-	return false;
+	return score(v, false);
 }
 
 void verdict_advance(struct verdict *v, uint64_t now)
 {
-	struct verdict *owner = v->parent;
+	struct verdict_set *s = v->set;
 
-	if (!owner) {
-		if (v->storm)
-			storm_advance(v->storm, now, 256);
+	if (!s->storm)
+		return;
+	if (s->nctx == 1) {   /* one worker: the tracker is its context's alone */
+		storm_advance(s->storm, now, 256);
 		return;
 	}
 	/* workers share the housekeeping: whoever finds the tracker free does
 	 * a share; one busy means another is in it, and the next burst comes */
-	if (owner->storm && pthread_mutex_trylock(&owner->storm_mu) == 0) {
-		storm_advance(owner->storm, now, 256);
-		pthread_mutex_unlock(&owner->storm_mu);
+	if (pthread_mutex_trylock(&s->storm_mu) == 0) {
+		storm_advance(s->storm, now, 256);
+		pthread_mutex_unlock(&s->storm_mu);
 	}
 }
 
@@ -823,7 +869,7 @@ static bool same_track(const struct storm_rule *a, const struct storm_rule *b)
 	       a->buckets == b->buckets && a->threshold == b->threshold && a->min == b->min;
 }
 
-bool verdict_adopt_storm(struct verdict *nv, struct verdict *old)
+bool verdict_set_adopt_storm(struct verdict_set *nv, struct verdict_set *old)
 {
 	struct storm_tracker *t;
 	struct storm_sink *k;
@@ -840,81 +886,46 @@ bool verdict_adopt_storm(struct verdict *nv, struct verdict *old)
 	k = nv->sink;
 	nv->sink = old->sink;
 	old->sink = k;
-	nv->sink->v = nv;
-	old->sink->v = old;
-	nv->stats.storm_events_up = old->stats.storm_events_up;
-	nv->stats.storm_events_down = old->stats.storm_events_down;
+	nv->sink->s = nv;
+	old->sink->s = old;
+	nv->storm_events_up = old->storm_events_up;
+	nv->storm_events_down = old->storm_events_down;
 	return true;
 }
 
-void verdict_set_event_sink(struct verdict *v,
+void verdict_set_event_sink(struct verdict_set *s,
 			    void (*on_event)(void *user, const struct storm_event *ev),
 			    void *user)
 {
-	v->on_event = on_event;
-	v->event_user = user;
+	s->on_event = on_event;
+	s->event_user = user;
 }
 
-bool verdict_wants_uris(const struct verdict *v)
+const struct message_wants *verdict_wants(const struct verdict *v)
 {
-	return v && v->rules->counts.by_type[RULE_TYPE_URI] > 0;
+	return &v->set->wants;
 }
 
-bool verdict_wants_headers(const struct verdict *v)
-{
-	return v && (v->rules->counts.by_type[RULE_TYPE_HEADER] > 0 ||
-		     v->rules->counts.by_type[RULE_TYPE_MIMEHEADER] > 0);
-}
-
-bool verdict_wants_mimeheaders(const struct verdict *v)
-{
-	return v && v->rules->counts.by_type[RULE_TYPE_MIMEHEADER] > 0;
-}
-
-bool verdict_wants_text(const struct verdict *v)
-{
-	const uint64_t *t;
-
-	if (!v)
-		return false;
-	t = v->rules->counts.by_type;
-	return t[RULE_TYPE_BODY] || t[RULE_TYPE_RAWBODY] || t[RULE_TYPE_URI] || v->need_body_hash;
-}
-
-uint64_t verdict_max_window_ns(const struct verdict *v)
+uint64_t verdict_set_max_window_ns(const struct verdict_set *s)
 {
 	uint64_t w = 0;
 
-	for (uint32_t i = 0; v && i < v->n_storm; i++)
-		if (v->srules[i].window_ns > w)
-			w = v->srules[i].window_ns;
+	for (uint32_t i = 0; s && i < s->n_storm; i++)
+		if (s->srules[i].window_ns > w)
+			w = s->srules[i].window_ns;
 	return w;
-}
-
-const char *verdict_rule_name(const struct verdict *v, uint32_t id)
-{
-	return id < v->rules->nrules ? v->rules->rules[id].name : "?";
-}
-
-double verdict_rule_score(const struct verdict *v, uint32_t id)
-{
-	return id < v->rules->nrules ? v->rules->rules[id].score : 0;
-}
-
-bool verdict_rule_reported(const struct verdict *v, uint32_t id)
-{
-	return id < v->rules->nrules && v->rules->rules[id].scored &&
-	       v->rules->rules[id].score != 0;
-}
-
-const char *verdict_rule_describe(const struct verdict *v, uint32_t id)
-{
-	return id < v->rules->nrules ? v->rules->rules[id].describe : NULL;
 }
 
 const struct verdict_stats *verdict_get_stats(const struct verdict *v)
 {
-	return &v->stats;
+	/* read is a copy for the reader, written only here (logically const:
+	 * the context's counters are not touched) */
+	struct verdict *w = (struct verdict *)v;
+
+	w->read = v->stats;
+	w->read.storm_events_up = v->set->storm_events_up;
+	w->read.storm_events_down = v->set->storm_events_down;
+	return &w->read;
 }
 
 void verdict_print_counts(const struct verdict *v, FILE *f)

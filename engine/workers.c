@@ -33,7 +33,7 @@ struct workers {
 	bool live;
 	bool stage_times;
 	void (*run)(struct worker *w, const struct work_item *it, unsigned n);
-	struct verdict *rules;       /* the primary rule set in force (NULL: none) */
+	struct verdict_set *rules;   /* the rule set in force (NULL: none) */
 	int stop;                    /* atomic: no more frames; drain, finish, end */
 	int pause;                   /* atomic: hold at the next burst (rule swap) */
 	int paused;                  /* atomic: workers holding */
@@ -253,18 +253,13 @@ static void storm_sink(void *o, const struct storm_event *ev)
 	stage_enter(prev);
 }
 
-/* Gives each worker its verdict for the primary v (v itself with one
- * worker). Returns 0, or -1 when out of memory (nothing changed). */
-static int make_verdicts(struct workers *ws, struct verdict *v, struct verdict **out)
+/* Gives each worker a context on the set s (NULL: none). Returns 0, or -1
+ * when out of memory (nothing changed). */
+static int make_contexts(struct workers *ws, struct verdict_set *s, struct verdict **out)
 {
-	if (ws->n == 1 || !v) {
-		for (unsigned k = 0; k < ws->n; k++)
-			out[k] = v;   /* no rules: NULL for all */
-		return 0;
-	}
 	for (unsigned k = 0; k < ws->n; k++) {
-		out[k] = verdict_worker_new(v);
-		if (!out[k]) {
+		out[k] = s ? verdict_new(s) : NULL;
+		if (s && !out[k]) {
 			while (k--)
 				verdict_free(out[k]);
 			return -1;
@@ -273,35 +268,36 @@ static int make_verdicts(struct workers *ws, struct verdict *v, struct verdict *
 	return 0;
 }
 
-int workers_set_rules(struct workers *ws, struct verdict *v, bool *kept_windows)
+int workers_set_rules(struct workers *ws, struct verdict_set *s, bool *kept_windows)
 {
 	struct verdict *nw[WORKERS_MAX];
-	struct verdict *old = ws->rules;
+	struct verdict_set *old = ws->rules;
 
 	*kept_windows = false;
-	if (make_verdicts(ws, v, nw) != 0)
+	/* contexts are made while the old set's still scan: the new set has
+	 * none of them, so its tracker is not shared yet */
+	if (make_contexts(ws, s, nw) != 0)
 		return -1;
 	workers_pause(ws);
-	if (old && v)
-		*kept_windows = verdict_adopt_storm(v, old);
-	if (v)
-		verdict_set_event_sink(v, storm_sink, ws->n > 1 ? &ws->storm_out : &ws->w[0].out);
+	if (old && s)
+		*kept_windows = verdict_set_adopt_storm(s, old);
+	if (s)
+		verdict_set_event_sink(s, storm_sink, ws->n > 1 ? &ws->storm_out : &ws->w[0].out);
 	for (unsigned k = 0; k < ws->n; k++) {
 		struct verdict *prev = ws->w[k].v;
 
 		ws->w[k].v = nw[k];
 		if (ws->w[k].pl)
 			ws->w[k].pl->verdict = nw[k];
-		if (ws->n > 1)
-			verdict_free(prev);   /* a worker's, before the primary */
+		verdict_free(prev);   /* every context before its set */
 	}
-	verdict_free(old);
-	ws->rules = v;
+	verdict_set_free(old);
+	ws->rules = s;
 	workers_resume(ws);
 	return 0;
 }
 
-struct verdict *workers_rules(const struct workers *ws)
+struct verdict_set *workers_rules(const struct workers *ws)
 {
 	return ws->rules;
 }
@@ -413,11 +409,10 @@ static void merge(struct workers *ws)
 			verdict_merge_stats(w0->v, w->v);
 		stage_clock_add(&stage_clock, &w->clock);
 	}
+	/* the storm event counts are the set's: verdict_get_stats() reads them */
 	if (ws->n > 1) {
 		w0->out.records += ws->storm_out.records;
 		w0->out.write_errors += ws->storm_out.write_errors;
-		if (w0->v && ws->rules)
-			verdict_merge_stats(w0->v, ws->rules);   /* its storm event counts */
 	}
 }
 
@@ -468,13 +463,12 @@ void workers_free(struct workers *ws)
 		struct worker *w = &ws->w[k];
 
 		pipeline_free(w->pl);
-		if (ws->n > 1)
-			verdict_free(w->v);   /* a worker's, before the primary */
+		verdict_free(w->v);   /* every context before its set */
 		output_fini(&w->out);
 		free(w->ring);
 		free(w->linear);
 	}
-	verdict_free(ws->rules);
+	verdict_set_free(ws->rules);
 	output_fini(&ws->storm_out);
 	free(ws->w);
 	free(ws);

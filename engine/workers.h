@@ -12,8 +12,9 @@
  *
  * Every worker owns a whole pipeline (flow table, reassembly, SMTP, message
  * parsers, an output buffer) and a verdict of its own (Hyperscan scratch,
- * hits); the compiled rules are shared read-only and the storm tracker is
- * shared under a lock (verdict_worker_new). The table-wide caps
+ * hits) on the rule set in force (struct verdict_set: the compiled rules,
+ * shared read-only, and the storm tracker, shared under a lock once a set
+ * has several contexts). The table-wide caps
  * (--max-flows, --reasm-memcap) are split evenly, so the whole stays within
  * them. Records of different workers interleave in the output (each record
  * is one write, never torn); one worker's records keep their order. With
@@ -44,6 +45,7 @@ struct rte_mbuf;
 struct rte_ring;
 struct run_info;
 struct verdict;
+struct verdict_set;
 
 #define WORKERS_MAX 64
 #define WORKER_RING 4096             /* frames queued per worker, at most */
@@ -102,7 +104,7 @@ struct worker {
 	struct workers *ws;
 	struct pipeline *pl;         /* NULL without pcfg */
 	struct output out;           /* records: its own buffer, the shared stream */
-	struct verdict *v;           /* its verdict (the primary itself when N = 1) */
+	struct verdict *v;           /* its context on the rule set in force (NULL: none) */
 	struct rte_ring *ring;       /* its queue (workers 1..N-1, software sorting) */
 	pthread_t thread;
 	bool started;
@@ -125,18 +127,18 @@ struct worker {
  * err. The caller frees them with workers_free(). */
 struct workers *workers_new(const struct workers_config *cfg, char *err, size_t errlen);
 
-/* Puts the rule set v (a primary from verdict_new(), or NULL: no scoring)
- * in force: each worker gets a verdict of its own for it, storm events go
- * to the workers' output, and, when the track rules are unchanged, the
- * running set's storm windows carry over (*kept_windows true). Running
- * workers are held at a burst boundary for the swap. The workers own v
- * after a success and free the set it replaces. Returns 0, or -1 when out
- * of memory (nothing changed, v still the caller's). Call from the
- * receiving thread. */
-int workers_set_rules(struct workers *ws, struct verdict *v, bool *kept_windows);
+/* Puts the rule set s (from verdict_set_new(), or NULL: no scoring) in
+ * force: each worker gets a context of its own on it (verdict_new), storm
+ * events go to the workers' output, and, when the track rules are
+ * unchanged, the running set's storm windows carry over (*kept_windows
+ * true). Running workers are held at a burst boundary for the swap. The
+ * workers own s after a success and free the set it replaces, with its
+ * contexts. Returns 0, or -1 when out of memory (nothing changed, s still
+ * the caller's). Call from the receiving thread. */
+int workers_set_rules(struct workers *ws, struct verdict_set *s, bool *kept_windows);
 
-/* The primary rule set in force (NULL: none). */
-struct verdict *workers_rules(const struct workers *ws);
+/* The rule set in force (NULL: none). */
+struct verdict_set *workers_rules(const struct workers *ws);
 
 /* Starts the threads of workers 1..N-1. Returns 0, or -1 with the reason in
  * err (the workers already started stay; workers_stop ends them). */

@@ -59,10 +59,11 @@ static void fuzz_cleanup(void)
 	nftw(fuzz_dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
 }
 
-/* The verdict shared by every input (NULL: the rules did not load, which
- * is a harness bug: trap). */
+/* The verdict context shared by every input, on a rule set made once (the
+ * rules not loading is a harness bug: trap). */
 static struct verdict *fuzz_verdict(void)
 {
+	static struct verdict_set *s;
 	static struct verdict *v;
 	char *dir = fuzz_dir;
 	char path[128], err[256];
@@ -82,11 +83,14 @@ static struct verdict *fuzz_verdict(void)
 		__builtin_trap();
 	fputs(fuzz_rules, f);
 	fclose(f);
-	v = verdict_new(dirs, 1, stderr, err, sizeof(err));
-	if (!v) {
+	s = verdict_set_new(dirs, 1, stderr, err, sizeof(err));
+	if (!s) {
 		fprintf(stderr, "fuzz_pipeline: rules: %s\n", err);
 		__builtin_trap();
 	}
+	v = verdict_new(s);
+	if (!v)
+		__builtin_trap();
 	return v;
 }
 

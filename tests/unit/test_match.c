@@ -12,6 +12,7 @@
 #include "check.h"
 #include "match.h"
 #include "mem.h"
+#include "score.h"
 
 /* --- flag mapping --------------------------------------------------- */
 
@@ -273,7 +274,7 @@ static void test_scan_message(void)
 	/* S_FULL is exact: a streaming database, not scanned by match_scan_msg */
 	CHECK_EQ_U64(hits_of(&b, "S_FULL"), 0);
 	CHECK_EQ_U64(match_scan_full(b.ms, b.s, full, sizeof(full) - 1, b.h), 0);
-	match_score(b.ms, b.h);
+	score_hits(b.rs, b.h);
 	for (size_t i = 0; i < sizeof(hcases) / sizeof(hcases[0]); i++) {
 		uint32_t got = hits_of(&b, hcases[i].rule);
 
@@ -299,7 +300,7 @@ static void test_scan_message(void)
 		struct match_msg empty = { 0 };
 
 		CHECK_EQ_U64(match_scan_msg(b.ms, b.s, &empty, b.h), 0);
-		match_score(b.ms, b.h);
+		score_hits(b.rs, b.h);
 		CHECK_EQ_U64(hits_of(&b, "S_MISSING_TO"), 1);
 		CHECK_EQ_U64(hits_of(&b, "S_UNSET"), 1);
 		CHECK_EQ_U64(hits_of(&b, "S_NO_XM"), 1);
@@ -317,7 +318,7 @@ static void test_scan_message(void)
 		CHECK_EQ_U64(match_scan_msg(b.ms, s2, &msg, b.h), 0);
 		CHECK_EQ_U64(match_scan_full(b.ms, s2, full, sizeof(full) - 1, b.h), 0);
 		CHECK_EQ_U64(hits_of(&b, "S_FULL"), 1);
-		match_score(b.ms, b.h);
+		score_hits(b.rs, b.h);
 		CHECK_EQ_U64(hits_of(&b, "S_META"), 1);
 		CHECK(match_scratch_stats(s2)->scans > 0);
 		CHECK_EQ_U64(match_scratch_stats(s2)->hs_errors, 0);
@@ -651,7 +652,7 @@ static void test_default_rules(void)
 	msg.headers = hs;
 	msg.nheaders = 32;
 	CHECK_EQ_U64(match_scan_msg(ms, s, &msg, h), 0);
-	match_score(ms, h);
+	score_hits(rs, h);
 	CHECK(h->count[rules_find(rs, "BW_TOCC_OVER_100")] == 1);
 	CHECK(h->count[rules_find(rs, "BW_RCVD_OVER_25")] == 1);
 	CHECK(h->count[rules_find(rs, "BW_AUTOREPLY")] == 1);
@@ -663,7 +664,7 @@ static void test_default_rules(void)
 	msg.nheaders = 1;
 	hs[0] = (struct match_header){ "From", 4, "new@tiny.example", 16, "new@tiny.example", 16, 0 };
 	CHECK_EQ_U64(match_scan_msg(ms, s, &msg, h), 0);
-	match_score(ms, h);
+	score_hits(rs, h);
 	CHECK(h->score == 0);
 	CHECK_STR(h->action, "pass");
 	match_hits_free(h);

@@ -17,6 +17,7 @@
 
 #include "check.h"
 #include "match.h"
+#include "score.h"
 
 /* Several classes and kinds: header keys, body (exact, prefilter, PCRE2
  * only), rawbody, full, uri, mimeheader. No two databases hold the same
@@ -125,7 +126,7 @@ static bool run_build(struct run *r, const char *text, const char *cache_dir)
 		CHECK_EQ_U64(match_scan_msg(r->ms, s, &sample, h), 0);
 		/* the full rules' streaming databases, fed the raw message */
 		CHECK_EQ_U64(match_scan_full(r->ms, s, sample.full, sample.full_len, h), 0);
-		match_score(r->ms, h);
+		score_hits(r->rs, h);
 		r->nrules = h->nrules;
 		r->count = malloc(h->nrules * sizeof(uint32_t) + 1);
 		if (r->count)

@@ -8,6 +8,7 @@
 
 #include "check.h"
 #include "match.h"
+#include "score.h"
 
 #define STOCK_DIR "/usr/share/spamassassin"
 
@@ -77,7 +78,7 @@ int main(void)
 		CHECK(s != NULL && h != NULL);
 		if (s && h) {
 			CHECK_EQ_U64(match_scan_msg(ms, s, &msg, h), 0);
-			match_score(ms, h);
+			score_hits(rs, h);
 			printf("sample: score %.2f action %s, %u hits:", h->score, h->action, h->nlist);
 			for (uint32_t i = 0; i < h->nlist; i++)
 				if (rs->rules[h->list[i]].scored)

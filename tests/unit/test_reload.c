@@ -94,7 +94,7 @@ static char *run(const struct held *h, const char *reload_to, char **log, unsign
 	struct workers_config cfg = { .n = 2, .linktype = h->link, .rx_cost = WORKER_RX_COST_RULES };
 	struct reload r;
 	struct workers *ws;
-	struct verdict *v, *first;
+	struct verdict_set *v, *first;
 	FILE *out = tmpfile(), *lf = tmpfile();
 	char err[512], *recs;
 	bool kept;

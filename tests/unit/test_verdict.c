@@ -10,6 +10,12 @@
  * reset mid-DATA, the end of the capture, a rule reload mid-message) must
  * hand every byte of stream state back: verdict_stream_bytes() is 0 and
  * mem.h's MEM_MATCH is where it was before the message.
+ *
+ * The rule set and its contexts: what a message keeps follows from the
+ * rule classes of the set; two workers' contexts on one set scan alike
+ * and share nothing but the set; a context freed with a message in flight
+ * leaves it without full-rule hits (counted) and without a leak; the
+ * storm tracker, its windows and its event counts are the set's.
  */
 #include <dirent.h>
 #include <stdlib.h>
@@ -24,6 +30,9 @@
 #include "message.h"
 #include "output.h"
 #include "pipeline.h"
+#include "score.h"
+#include "smtp.h"
+#include "storm.h"
 #include "verdict.h"
 
 static const char rules_text[] =
@@ -219,15 +228,24 @@ static bool lacks(const char *rec, const char *s)
 
 static char dir[64];
 
-static struct verdict *load(void)
+static struct verdict_set *load(void)
 {
 	const char *dirs[1] = { dir };
 	char err[512] = "";
-	struct verdict *v = verdict_new(dirs, 1, stderr, err, sizeof(err));
+	struct verdict_set *s = verdict_set_new(dirs, 1, stderr, err, sizeof(err));
 
-	if (!v)
-		fprintf(stderr, "verdict_new: %s\n", err);
-	CHECK(v != NULL);
+	if (!s)
+		fprintf(stderr, "verdict_set_new: %s\n", err);
+	CHECK(s != NULL);
+	return s;
+}
+
+/* A context on s, checked; NULL when s is. */
+static struct verdict *context(struct verdict_set *s)
+{
+	struct verdict *v = s ? verdict_new(s) : NULL;
+
+	CHECK(!s || v != NULL);
 	return v;
 }
 
@@ -236,7 +254,8 @@ static void test_path(void)
 	struct pipeline_config cfg;
 	struct output out;
 	FILE *rec = tmpfile();
-	struct verdict *v = load(), *v2;
+	struct verdict_set *s = load(), *s2;
+	struct verdict *v = context(s), *v2;
 	struct pipeline *pl;
 	struct conn c;
 	char *r;
@@ -338,11 +357,14 @@ static void test_path(void)
 	say(&c, 1, "DATA\r\n");
 	say(&c, 0, "354 go ahead\r\n");
 	send_data(&c, bounce, 100, 30);
-	v2 = load();
+	s2 = load();
+	v2 = context(s2);
 	if (v2) {
 		pl->verdict = v2;
 		verdict_free(v);
+		verdict_set_free(s);
 		v = v2;
+		s = s2;
 	}
 	send_data(&c, bounce + 100, sizeof(bounce) - 1 - 100, 30);
 	say(&c, 1, ".\r\n");
@@ -367,6 +389,7 @@ static void test_path(void)
 	pipeline_free(pl);
 	output_fini(&out);
 	verdict_free(v);
+	verdict_set_free(s);
 	fclose(rec);
 }
 
@@ -375,6 +398,7 @@ static void test_no_full_rules(void)
 {
 	const char *dirs[1];
 	char d2[80], path[128], err[256] = "";
+	struct verdict_set *s;
 	struct verdict *v;
 	struct message *m;
 	FILE *f;
@@ -391,8 +415,9 @@ static void test_no_full_rules(void)
 	fputs("body B /pills/\nscore B 1\n", f);
 	fclose(f);
 	dirs[0] = d2;
-	v = verdict_new(dirs, 1, stderr, err, sizeof(err));
-	CHECK(v != NULL);
+	s = verdict_set_new(dirs, 1, stderr, err, sizeof(err));
+	CHECK(s != NULL);
+	v = context(s);
 	if (!v)
 		return;
 	m = message_new(NULL, NULL, NULL);
@@ -403,12 +428,322 @@ static void test_no_full_rules(void)
 	message_end(m);
 	(void)message_view(m, MESSAGE_VIEW_FULL, &n);
 	CHECK_EQ_U64(n, 0);
-	CHECK(verdict_message(v, m, NULL)->nlist > 0);
+	CHECK(verdict_message(v, m, NULL)->nhits > 0);
 	CHECK_EQ_U64(verdict_get_stats(v)->full_skipped, 0);
 	message_free(m);
 	verdict_free(v);
+	verdict_set_free(s);
 	unlink(path);
 	rmdir(d2);
+}
+
+/* ---- the rule set and its contexts ------------------------------------------ */
+
+/* A rule set of its own from text, through a directory under dir that is
+ * removed again (the set keeps what it read); checked, NULL when it does
+ * not load. */
+static struct verdict_set *set_of(const char *name, const char *text)
+{
+	char d[128], path[160], err[512] = "";
+	const char *dirs[1] = { d };
+	struct verdict_set *s = NULL;
+	FILE *f;
+
+	snprintf(d, sizeof(d), "%s/%s", dir, name);
+	snprintf(path, sizeof(path), "%s/10_test.cf", d);
+	CHECK(mkdir(d, 0700) == 0);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+		s = verdict_set_new(dirs, 1, stderr, err, sizeof(err));
+		if (!s)
+			fprintf(stderr, "  %s: %s\n", name, err);
+		CHECK(s != NULL);
+		unlink(path);
+	}
+	rmdir(d);
+	return s;
+}
+
+/* What a message keeps follows from the rule classes loaded, worked out
+ * once per set: every context on it hands the pipeline the same answer. */
+static const struct wants_case {
+	const char *name;
+	const char *rules;
+	struct message_wants want;      /* uris, text, part_headers, headers */
+} wants_cases[] = {
+	{ "none", "", { false, false, false, false } },
+	{ "body", "body B /pills/\n", { false, true, false, false } },
+	{ "rawbody", "rawbody R /pills/\n", { false, true, false, false } },
+	{ "uri", "uri U /example/\n", { true, true, false, false } },
+	{ "header", "header H Subject =~ /pills/\n", { false, false, false, true } },
+	{ "mimeheader", "mimeheader M Content-Type =~ /gif/\n", { false, false, true, true } },
+	{ "full", "full F /pills/\n", { false, false, false, false } },
+	{ "meta", "header __H Subject =~ /x/\nmeta M __H\n", { false, false, false, true } },
+	{ "track", "track T count per client_ip over 10m > 5\n", { false, false, false, false } },
+	{ "fingerprint", "track T count per fingerprint over 10m > 5\n",
+	  { false, true, false, false } },
+	{ "all", "body B /a/\nuri U /b/\nheader H From =~ /c/\nmimeheader M Content-Type =~ /d/\n",
+	  { true, true, true, true } },
+};
+
+static void test_wants(void)
+{
+	for (size_t i = 0; i < sizeof(wants_cases) / sizeof(wants_cases[0]); i++) {
+		const struct wants_case *c = &wants_cases[i];
+		struct verdict_set *s = set_of(c->name, c->rules);
+		struct verdict *a = context(s), *b = context(s);
+		const struct message_wants *w;
+
+		if (!a || !b) {
+			verdict_free(a);
+			verdict_free(b);
+			verdict_set_free(s);
+			continue;
+		}
+		w = verdict_wants(a);
+		if (w->uris != c->want.uris || w->text != c->want.text ||
+		    w->part_headers != c->want.part_headers || w->headers != c->want.headers) {
+			fprintf(stderr, "  wants %s: uris %d text %d part_headers %d headers %d\n",
+				c->name, w->uris, w->text, w->part_headers, w->headers);
+			CHECK(0);
+		}
+		CHECK(verdict_wants(b) == w);   /* the set's, not asked again */
+		verdict_free(a);
+		verdict_free(b);
+		verdict_set_free(s);
+	}
+}
+
+/* Whether two reports say the same: score, action, every hit and subhit
+ * with its score, count and measurement. */
+static bool same_report(const struct score_report *a, const struct score_report *b)
+{
+	if (!a || !b || a->score != b->score || a->nhits != b->nhits ||
+	    a->nsubhits != b->nsubhits || (a->action == NULL) != (b->action == NULL) ||
+	    (a->action && strcmp(a->action, b->action) != 0))
+		return false;
+	for (uint32_t i = 0; i < a->nhits + a->nsubhits; i++) {
+		const struct score_hit *x = i < a->nhits ? &a->hits[i] : &a->subhits[i - a->nhits];
+		const struct score_hit *y = i < b->nhits ? &b->hits[i] : &b->subhits[i - b->nhits];
+
+		if (strcmp(x->rule, y->rule) != 0 || x->score != y->score ||
+		    x->count != y->count || x->behaviour != y->behaviour ||
+		    x->value != y->value || x->window_ns != y->window_ns)
+			return false;
+	}
+	return true;
+}
+
+/* Whether r lists rule name among its reported hits. */
+static bool reports(const struct score_report *r, const char *name)
+{
+	for (uint32_t i = 0; r && i < r->nhits; i++)
+		if (strcmp(r->hits[i].rule, name) == 0)
+			return true;
+	return false;
+}
+
+/* Two workers' contexts on one set, their messages in flight at once (the
+ * bounce fed to both, piece by piece, interleaved): each has its own
+ * streams and scratch, and both come to the same hits, full rules
+ * included. */
+static void test_two_contexts(void)
+{
+	char text[sizeof(rules_text) + 64];
+	struct verdict_set *s;
+	struct verdict *a, *b;
+	struct message *ma = message_new(NULL, NULL, NULL), *mb = message_new(NULL, NULL, NULL);
+	const struct score_report *ra, *rb;
+	struct score_report copy;
+	struct score_hit hits[64];
+	size_t n = sizeof(bounce) - 1;
+
+	/* the test's rules and a sub-rule, reported as a subhit only */
+	snprintf(text, sizeof(text), "%sbody __B_PILL /pill/\n", rules_text);
+	s = set_of("two", text);
+	a = context(s);
+	b = context(s);
+	CHECK(ma != NULL && mb != NULL);
+	if (!a || !b || !ma || !mb)
+		goto out;
+	verdict_begin(a, ma);
+	verdict_begin(b, mb);
+	CHECK(verdict_stream_bytes(a) > 0 && verdict_stream_bytes(b) > 0);
+	for (size_t o = 0; o < n; o += 13) {
+		size_t k = n - o < 13 ? n - o : 13;
+
+		message_feed(ma, (const uint8_t *)bounce + o, k);
+		message_feed(mb, (const uint8_t *)bounce + o, k);
+	}
+	message_end(ma);
+	message_end(mb);
+	ra = verdict_message(a, ma, NULL);
+	CHECK(ra != NULL && ra->nhits + ra->nsubhits <= sizeof(hits) / sizeof(hits[0]));
+	if (!ra || ra->nhits + ra->nsubhits > sizeof(hits) / sizeof(hits[0]))
+		goto out;
+	/* a's report, kept: b's scan must not change it (nothing shared) */
+	memcpy(hits, ra->hits, (ra->nhits + ra->nsubhits) * sizeof(hits[0]));
+	copy = *ra;
+	copy.hits = hits;
+	copy.subhits = hits + ra->nhits;
+	rb = verdict_message(b, mb, NULL);
+	CHECK(same_report(&copy, rb));
+	CHECK(same_report(ra, rb));
+	CHECK(reports(rb, "F_SPAN") && reports(rb, "F_END") && reports(rb, "F_MULTI3"));
+	CHECK(reports(rb, "M_GIF") && !reports(rb, "H_GIF"));
+	CHECK(rb && rb->nsubhits == 1 && strcmp(rb->subhits[0].rule, "__B_PILL") == 0 &&
+	      rb->subhits[0].count == 1);
+	CHECK_EQ_U64(verdict_get_stats(a)->full_streamed, 1);
+	CHECK_EQ_U64(verdict_get_stats(b)->full_streamed, 1);
+	CHECK_EQ_U64(verdict_get_stats(a)->full_skipped, 0);
+	CHECK_EQ_U64(verdict_get_stats(b)->messages, 1);
+	/* merged, a worker's counters add up; nothing else changes */
+	verdict_merge_stats(a, b);
+	CHECK_EQ_U64(verdict_get_stats(a)->messages, 2);
+	CHECK_EQ_U64(verdict_get_stats(a)->full_streamed, 2);
+	CHECK_EQ_U64(verdict_get_stats(b)->messages, 1);
+out:
+	message_free(ma);
+	message_free(mb);
+	CHECK(!a || verdict_stream_bytes(a) == 0);
+	CHECK(!b || verdict_stream_bytes(b) == 0);
+	verdict_free(a);
+	verdict_free(b);
+	verdict_set_free(s);
+}
+
+/* A context freed while its message is in flight (a worker's context
+ * replaced, the rule set staying): the message's streams go with the
+ * context at once; the message ends on another context without full-rule
+ * hits, counted as skipped there, with every other rule still scored, and
+ * every byte comes back. */
+static void test_context_freed_in_flight(void)
+{
+	uint64_t base = mem_in_use(MEM_MATCH);
+	struct verdict_set *s = load();
+	struct verdict *a = context(s), *b = NULL;
+	struct message *m = message_new(NULL, NULL, NULL);
+	const struct score_report *r;
+	uint64_t held;
+
+	CHECK(m != NULL);
+	if (!a || !m)
+		goto out;
+	verdict_begin(a, m);
+	message_feed(m, (const uint8_t *)bounce, 100);
+	CHECK(verdict_stream_bytes(a) > 0);
+	held = mem_in_use(MEM_MATCH);
+	verdict_free(a);
+	a = NULL;
+	CHECK(mem_in_use(MEM_MATCH) < held);    /* the streams went with it */
+	b = context(s);
+	if (!b)
+		goto out;
+	message_feed(m, (const uint8_t *)bounce + 100, sizeof(bounce) - 1 - 100);
+	message_end(m);
+	r = verdict_message(b, m, NULL);
+	CHECK(!reports(r, "F_SPAN") && !reports(r, "F_END"));
+	CHECK(reports(r, "M_GIF") && reports(r, "M_ROOT"));
+	CHECK_EQ_U64(verdict_get_stats(b)->full_skipped, 1);
+	CHECK_EQ_U64(verdict_get_stats(b)->full_streamed, 0);
+	CHECK_EQ_U64(verdict_stream_bytes(b), 0);
+out:
+	message_free(m);
+	verdict_free(a);
+	verdict_free(b);
+	verdict_set_free(s);
+	CHECK_EQ_U64(mem_in_use(MEM_MATCH), base);
+}
+
+static const char track_rules[] =
+	"track T_COUNT count per client_ip over 10m > 1\n"
+	"score T_COUNT 1\n"
+	"action tag 1\n";
+
+static void on_event(void *user, const struct storm_event *ev)
+{
+	(void)ev;
+	(*(unsigned *)user)++;
+}
+
+/* One transaction from 10.0.0.1 to b@x.example, without content, at
+ * second k of the test's clock. */
+static const struct score_report *tx_at(struct verdict *v, unsigned k)
+{
+	static struct smtp_rcpt rc = { "b@x.example", "2.1.5 Ok", 250, 0 };
+	static const uint8_t client[16] = { [12] = 10, [15] = 1 };
+	struct smtp_tx tx;
+
+	memset(&tx, 0, sizeof(tx));
+	tx.helo = "client.example";
+	tx.mail_from = "a@x.example";
+	tx.rcpts = &rc;
+	tx.nrcpt = 1;
+	return verdict_tx(v, NULL, &tx, client, 4, 1700000000ull * 1000000000ull +
+			  k * 1000000000ull);
+}
+
+/* The storm tracker is the set's: two contexts count into one window, a
+ * storm event is the set's (each context's stats show it once, merging
+ * does not double it), and a reload with the same track rules hands the
+ * windows and the counts to the new set. */
+static void test_shared_tracker(void)
+{
+	struct verdict_set *s = set_of("track", track_rules), *s2, *s3;
+	struct verdict *a = context(s), *b = context(s), *c;
+	const struct score_report *r;
+	unsigned events = 0;
+
+	if (!a || !b) {
+		verdict_free(a);
+		verdict_free(b);
+		verdict_set_free(s);
+		return;
+	}
+	verdict_set_event_sink(s, on_event, &events);
+	r = tx_at(a, 1);
+	CHECK(r && r->nhits == 0);
+	r = tx_at(b, 2);                    /* the second from the client: over 1 */
+	CHECK(r && r->nhits == 1 && reports(r, "T_COUNT"));
+	if (r && r->nhits == 1) {
+		CHECK(r->hits[0].behaviour);
+		CHECK(r->hits[0].value == 2);
+		CHECK_EQ_U64(r->hits[0].window_ns, 600ull * 1000000000ull);
+	}
+	CHECK_EQ_U64(events, 1);
+	CHECK_EQ_U64(verdict_get_stats(a)->storm_events_up, 1);
+	CHECK_EQ_U64(verdict_get_stats(b)->storm_events_up, 1);
+	CHECK_EQ_U64(verdict_get_stats(a)->behaviour_hits, 0);
+	verdict_merge_stats(a, b);
+	CHECK_EQ_U64(verdict_get_stats(a)->storm_events_up, 1);
+	CHECK_EQ_U64(verdict_get_stats(a)->behaviour_hits, 1);
+	CHECK_EQ_U64(verdict_get_stats(a)->actions[SCORE_ACTION_PASS], 1);   /* a's */
+	CHECK_EQ_U64(verdict_get_stats(a)->actions[SCORE_ACTION_TAG], 1);    /* b's */
+	CHECK_EQ_U64(verdict_set_max_window_ns(s), 600ull * 1000000000ull);
+	CHECK_EQ_U64(verdict_set_max_window_ns(NULL), 0);
+
+	/* a reload: the same track rule keeps its window and the counts... */
+	s2 = set_of("track2", track_rules);
+	CHECK(s2 && verdict_set_adopt_storm(s2, s));
+	verdict_free(a);
+	verdict_free(b);
+	verdict_set_free(s);
+	c = context(s2);
+	if (c) {
+		r = tx_at(c, 3);
+		CHECK(r && r->nhits == 1 && r->hits[0].value == 3);
+		CHECK_EQ_U64(verdict_get_stats(c)->storm_events_up, 1);
+		CHECK_EQ_U64(verdict_get_stats(c)->behaviour_hits, 1);
+	}
+	/* ...another does not */
+	s3 = set_of("track3", "track T_COUNT count per client_ip over 5m > 1\n");
+	CHECK(s3 && s2 && !verdict_set_adopt_storm(s3, s2));
+	verdict_free(c);
+	verdict_set_free(s2);
+	verdict_set_free(s3);
 }
 
 /* A flow whose only client bytes sit after a hole, then ends: flushing the
@@ -471,6 +806,10 @@ int main(void)
 	fclose(f);
 	test_path();
 	test_no_full_rules();
+	test_wants();
+	test_two_contexts();
+	test_context_freed_in_flight();
+	test_shared_tracker();
 	test_gap_at_close();
 	unlink(path);
 	{
