@@ -4,7 +4,7 @@
     scripts/compare-builds.py OLD NEW [CAPTURE...] [--modes w1,w3,replay2,flows]
                               [--cases DIR] [--only TEXT] [--rules-dir DIR] [--keep DIR]
     scripts/compare-builds.py OLD NEW --callgrind [--cg-captures SMALL LARGE]
-                              [--messages DIR... | --synth]
+                              [--messages DIR... | --synth] [--cg-repeat 3]
 
 Runs both binaries, one run at a time, on every pcap case (every *.pcap in
 each folder of tests/pcap/, or --cases DIR) and on each extra CAPTURE (the
@@ -39,10 +39,10 @@ What may differ (everything else must be equal):
   track rule, read from the rule files and passed to its behaviour_free():
   such a meta hits when its behaviour rules do, so with storm-burst's
   rules.cf B_DICT_ATTACK comes and goes between runs of one binary; other
-  hits compared);
-  storm records without ts, value, num, den, first_seen, last_seen (rule,
-  dir, per, key, window_s compared); flow records whole. The line says when
-  that fallback was needed. Without rules, w3 records must be equal sorted.
+  hits compared); storm records without ts, value, num, den, first_seen,
+  last_seen (rule, dir, per, key, window_s compared); flow records whole.
+  The line says when that fallback was needed. Without rules, w3 records
+  must be equal once sorted.
 - Summary (--summary-json), IGNORED in every mode, being times or rates of
   time, which differ from run to run of one binary:
     wall_s, loop_s, loop_cpu_s             wall, packet loop and CPU seconds
@@ -89,10 +89,11 @@ warmed natively, the first callgrind run would compile);
 Ir/byte = (Ir(large) - Ir(small)) / (frame bytes(large) - frame bytes(small)),
 so start-up cancels. --cg-repeat rounds (3), old and new in turn, and the
 least total of each capture is used: here a run's start-up takes about 2.3
-million more instructions (dlopen and libcrypto work in the EAL's start) while
-another breakwater runs on the machine, which does not cancel when only one
-of the two runs meets it; extra work only adds, so the least is the count.
-Other than that, totals move by ~0.1 million between runs (0.03 Ir/byte).
+million more instructions (more dlopen and libcrypto work) while another
+breakwater runs on the machine, which does not cancel when only one of the
+two runs meets it; extra work only adds, so the least is the count. Beyond
+that, totals move by 0.1 to 0.5 million between runs (up to ~0.1 Ir/byte:
+printed as "rounds differ by"), the resolution of the ratio.
 Prints every round, and Ir/byte old, new and their ratio (new / old).
 """
 import argparse
