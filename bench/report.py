@@ -22,13 +22,12 @@ import os
 import platform
 import re
 import statistics
-import struct
 import subprocess
 import sys
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reportlib import kv_line, read_res  # noqa: E402
+from reportlib import callgrind_total, kv_line, pcap_counts, read_res  # noqa: E402
 
 RES = sys.argv[1] if len(sys.argv) > 1 else "."
 
@@ -134,27 +133,8 @@ flow_mem = flow_mem[0] if flow_mem else None
 
 
 # --- callgrind ------------------------------------------------------------------
-def pcap_counts(path):
-    """(packets, frame bytes) of a classic pcap file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    e = "<" if struct.unpack_from("<I", data)[0] in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    off, n, b = 24, 0, 0
-    while off + 16 <= len(data):
-        incl, orig = struct.unpack_from(e + "II", data, off + 8)
-        n += 1
-        b += incl
-        off += 16 + incl
-    return n, b
-
-
 def cg_total(name):
-    text = read(name)
-    m = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
-    return int(m.group(1)) if m else None
+    return callgrind_total(read(name))
 
 
 def cg_functions(name):
