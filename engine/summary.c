@@ -226,7 +226,6 @@ int summary_json(FILE *f, const struct pipeline *pl, const struct output *o,
 	json_init(&j);
 	json_begin(&j);
 	json_kv_cstr(&j, "source", ri->source);
-	json_kv_u64(&j, "workers", 1);
 	json_kv_u64(&j, "passes", ri->passes ? ri->passes : 1);
 	json_kv_bool(&j, "from_memory", ri->passes > 0);
 	json_kv_u64(&j, "packets", ps->packets);

@@ -65,8 +65,10 @@ What may differ (everything else must be equal):
   rules also verdicts.pass, .tag, .block, .other and .behaviour_hits (what
   behaviour-hit values, scores and actions add up to). worker_frames is
   compared: the buckets of flows are fixed at start.
-- A key the summary writes twice (it writes "workers" twice) is compared
-  at both places ("workers", "workers#2"); key order is not compared.
+- A key the summary writes twice is compared at both places ("workers",
+  "workers#2"); key order is not compared. (Builds from before issue 13's summary
+  fix wrote "workers" twice, a 1 and then the count: against those, that
+  one key differs.)
 
 Prints one line per (capture, rules, mode): `same` or `DIFFERENT` with the
 first differing record line (and its first differing field) or summary key,
