@@ -72,7 +72,7 @@ static void each_anomaly(const struct pipeline *pl, const struct output *o,
 	ANOM("smtp_alloc_fail", smtp_stats.alloc_fail + ps->app_alloc_fail);
 	ANOM("message_alloc_fail", ps->msg_alloc_fail);
 	if (pl->verdict)
-		ANOM("rule_scan_errors", verdict_get_stats(pl->verdict)->scan_errors);
+		ANOM("rule_scan_errors", verdict_get_stats(pl->verdict).scan_errors);
 #undef ANOM
 }
 
@@ -148,7 +148,7 @@ void summary_print(FILE *f, const struct pipeline *pl, const struct output *o,
 			ss->tx_accepted, ps->messages, b1, (double)ps->messages / secs);
 	}
 	if (pl->verdict) {
-		const struct verdict_stats *vs = verdict_get_stats(pl->verdict);
+		const struct verdict_stats st = verdict_get_stats(pl->verdict), *vs = &st;
 
 		verdict_print_counts(pl->verdict, f);
 		fprintf(f, "  verdicts:    %" PRIu64 " messages scanned; transactions pass %" PRIu64
@@ -267,7 +267,7 @@ int summary_json(FILE *f, const struct pipeline *pl, const struct output *o,
 	json_close_object(&j);
 	json_key(&j, "verdicts");
 	if (pl->verdict) {
-		const struct verdict_stats *vs = verdict_get_stats(pl->verdict);
+		const struct verdict_stats st = verdict_get_stats(pl->verdict), *vs = &st;
 
 		json_open_object(&j);
 		json_kv_u64(&j, "messages", vs->messages);

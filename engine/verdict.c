@@ -80,7 +80,6 @@ struct verdict {
 	const char *rcpt_ptrs[VERDICT_MAX_RCPT];
 	uint8_t rcpt_status[VERDICT_MAX_RCPT];
 	struct verdict_stats stats;      /* its own; storm event counts stay 0 here */
-	struct verdict_stats read;       /* what verdict_get_stats() returned last */
 };
 
 /* A message in flight's full-rule state: the message stage's tap object,
@@ -916,16 +915,13 @@ uint64_t verdict_set_max_window_ns(const struct verdict_set *s)
 	return w;
 }
 
-const struct verdict_stats *verdict_get_stats(const struct verdict *v)
+struct verdict_stats verdict_get_stats(const struct verdict *v)
 {
-	/* read is a copy for the reader, written only here (logically const:
-	 * the context's counters are not touched) */
-	struct verdict *w = (struct verdict *)v;
+	struct verdict_stats st = v->stats;
 
-	w->read = v->stats;
-	w->read.storm_events_up = v->set->storm_events_up;
-	w->read.storm_events_down = v->set->storm_events_down;
-	return &w->read;
+	st.storm_events_up = v->set->storm_events_up;
+	st.storm_events_down = v->set->storm_events_down;
+	return st;
 }
 
 void verdict_print_counts(const struct verdict *v, FILE *f)

@@ -159,11 +159,11 @@ const struct score_report *verdict_tx(struct verdict *v, const struct message *m
 /* Bounded window housekeeping on the engine clock; call once per burst. */
 void verdict_advance(struct verdict *v, uint64_t now);
 
-/* v's counters, with the storm event counts of its set (one tracker for
- * every context: its events are the set's, not one worker's). Valid until
- * the next call on v. Read after the workers have ended, and merged first
+/* A copy of v's counters, with the storm event counts of its set (one
+ * tracker for every context: its events are the set's, not one worker's).
+ * Read after the workers have ended, and merged first
  * (verdict_merge_stats()) for a summary of several. */
-const struct verdict_stats *verdict_get_stats(const struct verdict *v);
+struct verdict_stats verdict_get_stats(const struct verdict *v);
 /* Adds from's own counters to into's (the summary of several workers;
  * the storm event counts, the set's, are not added). */
 void verdict_merge_stats(struct verdict *into, const struct verdict *from);

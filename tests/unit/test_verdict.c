@@ -291,8 +291,8 @@ static void test_path(void)
 	CHECK(has(r, "{\"name\":\"\",\"type\":\"message/rfc822\",\"size\":"));
 	CHECK(has(r, "{\"name\":\"x.gif\",\"type\":\"image/gif\",\"size\":6}"));
 	free(r);
-	CHECK_EQ_U64(verdict_get_stats(v)->full_streamed, 1);
-	CHECK_EQ_U64(verdict_get_stats(v)->full_skipped, 0);
+	CHECK_EQ_U64(verdict_get_stats(v).full_streamed, 1);
+	CHECK_EQ_U64(verdict_get_stats(v).full_skipped, 0);
 	CHECK_EQ_U64(verdict_stream_bytes(v), 0);
 	/* byte by byte: the same hits */
 	say(&c, 1, "MAIL FROM:<>\r\n");
@@ -373,7 +373,7 @@ static void test_path(void)
 	CHECK(lacks(r, "\"rule\":\"F_SPAN\""));
 	CHECK(has(r, "\"rule\":\"M_GIF\""));      /* the rest still scored */
 	free(r);
-	CHECK_EQ_U64(verdict_get_stats(v)->full_skipped, 1);
+	CHECK_EQ_U64(verdict_get_stats(v).full_skipped, 1);
 	/* and the next message streams with the new rules */
 	say(&c, 1, "MAIL FROM:<>\r\n");
 	say(&c, 0, "250 2.1.0 Ok\r\n");
@@ -429,7 +429,7 @@ static void test_no_full_rules(void)
 	(void)message_view(m, MESSAGE_VIEW_FULL, &n);
 	CHECK_EQ_U64(n, 0);
 	CHECK(verdict_message(v, m, NULL)->nhits > 0);
-	CHECK_EQ_U64(verdict_get_stats(v)->full_skipped, 0);
+	CHECK_EQ_U64(verdict_get_stats(v).full_skipped, 0);
 	message_free(m);
 	verdict_free(v);
 	verdict_set_free(s);
@@ -596,15 +596,15 @@ static void test_two_contexts(void)
 	CHECK(reports(rb, "M_GIF") && !reports(rb, "H_GIF"));
 	CHECK(rb && rb->nsubhits == 1 && strcmp(rb->subhits[0].rule, "__B_PILL") == 0 &&
 	      rb->subhits[0].count == 1);
-	CHECK_EQ_U64(verdict_get_stats(a)->full_streamed, 1);
-	CHECK_EQ_U64(verdict_get_stats(b)->full_streamed, 1);
-	CHECK_EQ_U64(verdict_get_stats(a)->full_skipped, 0);
-	CHECK_EQ_U64(verdict_get_stats(b)->messages, 1);
+	CHECK_EQ_U64(verdict_get_stats(a).full_streamed, 1);
+	CHECK_EQ_U64(verdict_get_stats(b).full_streamed, 1);
+	CHECK_EQ_U64(verdict_get_stats(a).full_skipped, 0);
+	CHECK_EQ_U64(verdict_get_stats(b).messages, 1);
 	/* merged, a worker's counters add up; nothing else changes */
 	verdict_merge_stats(a, b);
-	CHECK_EQ_U64(verdict_get_stats(a)->messages, 2);
-	CHECK_EQ_U64(verdict_get_stats(a)->full_streamed, 2);
-	CHECK_EQ_U64(verdict_get_stats(b)->messages, 1);
+	CHECK_EQ_U64(verdict_get_stats(a).messages, 2);
+	CHECK_EQ_U64(verdict_get_stats(a).full_streamed, 2);
+	CHECK_EQ_U64(verdict_get_stats(b).messages, 1);
 out:
 	message_free(ma);
 	message_free(mb);
@@ -647,8 +647,8 @@ static void test_context_freed_in_flight(void)
 	r = verdict_message(b, m, NULL);
 	CHECK(!reports(r, "F_SPAN") && !reports(r, "F_END"));
 	CHECK(reports(r, "M_GIF") && reports(r, "M_ROOT"));
-	CHECK_EQ_U64(verdict_get_stats(b)->full_skipped, 1);
-	CHECK_EQ_U64(verdict_get_stats(b)->full_streamed, 0);
+	CHECK_EQ_U64(verdict_get_stats(b).full_skipped, 1);
+	CHECK_EQ_U64(verdict_get_stats(b).full_streamed, 0);
 	CHECK_EQ_U64(verdict_stream_bytes(b), 0);
 out:
 	message_free(m);
@@ -714,14 +714,14 @@ static void test_shared_tracker(void)
 		CHECK_EQ_U64(r->hits[0].window_ns, 600ull * 1000000000ull);
 	}
 	CHECK_EQ_U64(events, 1);
-	CHECK_EQ_U64(verdict_get_stats(a)->storm_events_up, 1);
-	CHECK_EQ_U64(verdict_get_stats(b)->storm_events_up, 1);
-	CHECK_EQ_U64(verdict_get_stats(a)->behaviour_hits, 0);
+	CHECK_EQ_U64(verdict_get_stats(a).storm_events_up, 1);
+	CHECK_EQ_U64(verdict_get_stats(b).storm_events_up, 1);
+	CHECK_EQ_U64(verdict_get_stats(a).behaviour_hits, 0);
 	verdict_merge_stats(a, b);
-	CHECK_EQ_U64(verdict_get_stats(a)->storm_events_up, 1);
-	CHECK_EQ_U64(verdict_get_stats(a)->behaviour_hits, 1);
-	CHECK_EQ_U64(verdict_get_stats(a)->actions[SCORE_ACTION_PASS], 1);   /* a's */
-	CHECK_EQ_U64(verdict_get_stats(a)->actions[SCORE_ACTION_TAG], 1);    /* b's */
+	CHECK_EQ_U64(verdict_get_stats(a).storm_events_up, 1);
+	CHECK_EQ_U64(verdict_get_stats(a).behaviour_hits, 1);
+	CHECK_EQ_U64(verdict_get_stats(a).actions[SCORE_ACTION_PASS], 1);   /* a's */
+	CHECK_EQ_U64(verdict_get_stats(a).actions[SCORE_ACTION_TAG], 1);    /* b's */
 	CHECK_EQ_U64(verdict_set_max_window_ns(s), 600ull * 1000000000ull);
 	CHECK_EQ_U64(verdict_set_max_window_ns(NULL), 0);
 
@@ -735,8 +735,8 @@ static void test_shared_tracker(void)
 	if (c) {
 		r = tx_at(c, 3);
 		CHECK(r && r->nhits == 1 && r->hits[0].value == 3);
-		CHECK_EQ_U64(verdict_get_stats(c)->storm_events_up, 1);
-		CHECK_EQ_U64(verdict_get_stats(c)->behaviour_hits, 1);
+		CHECK_EQ_U64(verdict_get_stats(c).storm_events_up, 1);
+		CHECK_EQ_U64(verdict_get_stats(c).behaviour_hits, 1);
 	}
 	/* ...another does not */
 	s3 = set_of("track3", "track T_COUNT count per client_ip over 5m > 1\n");
