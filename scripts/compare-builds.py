@@ -3,6 +3,7 @@
 
     scripts/compare-builds.py OLD NEW [CAPTURE...] [--modes w1,w3,replay2,flows]
                               [--cases DIR] [--only TEXT] [--rules-dir DIR] [--keep DIR]
+                              [--accept KEY]...
     scripts/compare-builds.py OLD NEW --callgrind [--cg-captures SMALL LARGE]
                               [--messages DIR... | --synth] [--cg-repeat 3]
 
@@ -67,8 +68,10 @@ What may differ (everything else must be equal):
   compared: the buckets of flows are fixed at start.
 - A key the summary writes twice is compared at both places ("workers",
   "workers#2"); key order is not compared. (Builds from before issue 13's summary
-  fix wrote "workers" twice, a 1 and then the count: against those, that
-  one key differs.)
+  fix wrote "workers" twice, a 1 and then the count: against those, give
+  --accept workers --accept workers#2.)
+- --accept KEY: a summary key the new build changes on purpose; its
+  difference is shown as a note on the line and does not count.
 
 Prints one line per (capture, rules, mode): `same` or `DIFFERENT` with the
 first differing record line (and its first differing field) or summary key,
@@ -170,12 +173,16 @@ def load_summary(path):
         return flat(json.load(f, object_pairs_hook=pairs), "", {})
 
 
-def compare_summaries(a, b, mode, rules):
-    """(first difference or None, [memory notes], [w3 allowances used])."""
+def compare_summaries(a, b, mode, rules, accept=()):
+    """(first difference or None, [memory notes], [w3 allowances used]).
+    Keys in accept (--accept) differ on purpose: shown as a note."""
     notes, allowed = [], []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
         if va == vb or matches(k, IGNORED):
+            continue
+        if k in accept:
+            notes.append("accepted %s %s -> %s" % (k, va, vb))
             continue
         if matches(k, MEMORY):
             if mode != "w3":
@@ -430,7 +437,8 @@ def compare(args):
                                                   brules.get(rfile, ()))
                     nrec = ra[1].count(b"\n")
                     if not what:
-                        what, notes, allowed = compare_summaries(ra[2], rb[2], mode, rules)
+                        what, notes, allowed = compare_summaries(ra[2], rb[2], mode, rules,
+                                                                 args.accept)
                         if loose:
                             notes.append("%d records differ only where workers may "
                                          "(behaviour values, score, action, storm timing)" % loose)
@@ -563,6 +571,9 @@ def main():
     ap.add_argument("--rules-dir", default=os.path.join(ROOT, "rules"))
     ap.add_argument("--keep", help="make the temporary folder in DIR and keep it")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per run")
+    ap.add_argument("--accept", action="append", default=[], metavar="KEY",
+                    help="a summary key the new build changes on purpose (flattened, "
+                         "e.g. workers#2): its difference is a note, not a failure")
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--cg-captures", nargs=2, metavar=("SMALL", "LARGE"))
     ap.add_argument("--messages", nargs="+", help="message folders for the callgrind captures")
