@@ -1,7 +1,6 @@
 /* replay: see replay.h. */
 #include "replay.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,18 +20,6 @@
 #define REPLAY_POOL_SLACK 1024      /* mbufs beyond the frames: a receive burst, caches */
 #define REPLAY_PREFETCH 4           /* frames ahead whose first bytes are prefetched */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 int replay_file_scan(const char *path, struct replay_file_info *fi,
 		      char *err, size_t errlen)
 {
@@ -45,7 +32,7 @@ int replay_file_scan(const char *path, struct replay_file_info *fi,
 	memset(fi, 0, sizeof(*fi));
 	p = pcap_open_offline(path, ebuf);
 	if (!p) {
-		set_err(err, errlen, "cannot read capture %s: %s", path, ebuf);
+		snprintf(err, errlen, "cannot read capture %s: %s", path, ebuf);
 		return -1;
 	}
 	while ((ret = pcap_next_ex(p, &h, &data)) == 1) {
@@ -57,7 +44,7 @@ int replay_file_scan(const char *path, struct replay_file_info *fi,
 					    RTE_MBUF_DEFAULT_DATAROOM : 1;
 	}
 	if (ret == -1) {
-		set_err(err, errlen, "cannot read capture %s: %s", path, pcap_geterr(p));
+		snprintf(err, errlen, "cannot read capture %s: %s", path, pcap_geterr(p));
 		pcap_close(p);
 		return -1;
 	}
@@ -91,7 +78,7 @@ int replay_load(struct capture *c, struct replay_store *st, uint64_t expect_fram
 	st->ts_min = UINT64_MAX;
 	st->f = malloc(cap * sizeof(*st->f));
 	if (!st->f) {
-		set_err(err, errlen, "out of memory for the index of %llu frames",
+		snprintf(err, errlen, "out of memory for the index of %llu frames",
 			(unsigned long long)cap);
 		return -1;
 	}
@@ -110,7 +97,7 @@ int replay_load(struct capture *c, struct replay_store *st, uint64_t expect_fram
 			if (st->n == cap) {
 				/* more than counted (the file grew?): refuse rather than grow */
 				rte_pktmbuf_free_bulk(m + i, n - i);
-				set_err(err, errlen, "the capture holds more frames than the %llu "
+				snprintf(err, errlen, "the capture holds more frames than the %llu "
 					"counted before loading", (unsigned long long)expect_frames);
 				return -1;
 			}
@@ -132,7 +119,7 @@ int replay_load(struct capture *c, struct replay_store *st, uint64_t expect_fram
 		uint64_t ipk, missed, errs, nombuf;
 
 		capture_port_stats(c, &ipk, &missed, &errs, &nombuf);
-		set_err(err, errlen, "received %llu of the capture's %llu frames into memory "
+		snprintf(err, errlen, "received %llu of the capture's %llu frames into memory "
 			"(%llu mbuf allocation failures, %llu errors)",
 			(unsigned long long)st->n, (unsigned long long)expect_frames,
 			(unsigned long long)nombuf, (unsigned long long)errs);
@@ -399,7 +386,7 @@ int replay_prepare(struct replay *rp, const char *path, unsigned *nb_mbufs,
 		return -1;
 	replay_plan(&rp->fi, data_room, &mbufs, &need);
 	if (need > rp->mem_cap || mbufs + REPLAY_POOL_SLACK > UINT32_MAX) {
-		set_err(err, errlen, "--replay: %s does not fit in memory: its %llu frames "
+		snprintf(err, errlen, "--replay: %s does not fit in memory: its %llu frames "
 			"need %llu mbufs of %u bytes, %.1f MiB in all, more than --replay-mem "
 			"%.1f MiB (raise --replay-mem or use a smaller capture)", path,
 			(unsigned long long)rp->fi.frames, (unsigned long long)mbufs, *data_room,
@@ -409,7 +396,7 @@ int replay_prepare(struct replay *rp, const char *path, unsigned *nb_mbufs,
 	*nb_mbufs = (unsigned)(mbufs + REPLAY_POOL_SLACK);
 	rp->pass_s = calloc(rp->passes, sizeof(*rp->pass_s));
 	if (!rp->pass_s) {
-		set_err(err, errlen, "out of memory");
+		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	return 0;
@@ -424,7 +411,7 @@ int replay_hold(struct replay *rp, struct capture *c, int linktype, uint64_t max
 	if (replay_load(c, &rp->st, rp->fi.frames, err, errlen) != 0 ||
 	    replay_stride(&rp->st, linktype, rp->passes, &rp->stride) != 0) {
 		if (!err[0])
-			set_err(err, errlen, "no address step keeps the passes apart");
+			snprintf(err, errlen, "no address step keeps the passes apart");
 		return -1;
 	}
 	rp->load_s = clock_mono_s() - t0;

@@ -1,5 +1,6 @@
 /* A capture's frames held in memory for unit tests that drive the workers
- * without DPDK: read with libpcap, one malloc'd buffer per frame. */
+ * without DPDK: read with libpcap, one malloc'd buffer per frame, handed
+ * to the workers a burst at a time. */
 #ifndef BW_TEST_HELD_CAPTURE_H
 #define BW_TEST_HELD_CAPTURE_H
 
@@ -7,6 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "workers.h"
 
 /* The capture's frames, read once. */
 struct held {
@@ -44,6 +47,24 @@ static inline int hold_capture(const char *path, struct held *h)
 	}
 	pcap_close(p);
 	return 0;
+}
+
+/* Hands the frames from i on to the workers, one burst: plain buffers,
+ * never freed by them. Returns how many frames it handed. */
+static inline unsigned held_dispatch(const struct held *h, unsigned i, struct workers *ws)
+{
+	struct work_item it[WORKER_BURST];
+	unsigned n = h->n - i < WORKER_BURST ? h->n - i : WORKER_BURST;
+
+	memset(it, 0, sizeof(it));
+	for (unsigned j = 0; j < n; j++) {
+		it[j].data = h->data[i + j];
+		it[j].len = h->len[i + j];
+		it[j].ts_ns = h->ts[i + j];
+	}
+	workers_dispatch(ws, it, n);
+	workers_housekeeping(ws);
+	return n;
 }
 
 static inline void held_free(struct held *h)

@@ -117,10 +117,7 @@ static char *run(const struct held *h, const char *reload_to, char **log, unsign
 	reload_init(&r, dirs, 1, lf);
 	if (reload_to)
 		write_rules(reload_to);
-	for (unsigned i = 0; i < h->n; i += WORKER_BURST) {
-		struct work_item it[WORKER_BURST];
-		unsigned n = h->n - i < WORKER_BURST ? h->n - i : WORKER_BURST;
-
+	for (unsigned i = 0; i < h->n;) {
 		reload_poll(&r, ws, reload_to && i == 0);
 		/* half way, the link goes quiet until the new rules are in:
 		 * the swap falls between two bursts, with flows in flight */
@@ -128,14 +125,7 @@ static char *run(const struct held *h, const char *reload_to, char **log, unsign
 			usleep(1000);
 			reload_poll(&r, ws, false);
 		}
-		memset(it, 0, sizeof(it));
-		for (unsigned j = 0; j < n; j++) {
-			it[j].data = h->data[i + j];
-			it[j].len = h->len[i + j];
-			it[j].ts_ns = h->ts[i + j];
-		}
-		workers_dispatch(ws, it, n);
-		workers_housekeeping(ws);
+		i += held_dispatch(h, i, ws);
 	}
 	CHECK(!r.running);
 	*same_set = workers_rules(ws) == first;

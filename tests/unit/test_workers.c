@@ -235,7 +235,6 @@ static char *run_pipelines(const struct held *h, unsigned nworkers, unsigned *nr
 	struct workers_config cfg = {
 		.n = nworkers, .linktype = h->link, .rx_cost = WORKER_RX_COST, .pcfg = &pcfg,
 	};
-	struct work_item it[WORKER_BURST];
 	struct workers *ws;
 	FILE *f = tmpfile();
 	char err[256], *recs;
@@ -252,18 +251,8 @@ static char *run_pipelines(const struct held *h, unsigned nworkers, unsigned *nr
 	}
 	CHECK_EQ_U64(workers_set_rules(ws, NULL, &kept), 0);   /* no rules */
 	CHECK_EQ_U64(workers_start(ws, err, sizeof(err)), 0);
-	for (unsigned i = 0; i < h->n; i += WORKER_BURST) {
-		unsigned n = h->n - i < WORKER_BURST ? h->n - i : WORKER_BURST;
-
-		memset(it, 0, sizeof(it));
-		for (unsigned j = 0; j < n; j++) {
-			it[j].data = h->data[i + j];
-			it[j].len = h->len[i + j];
-			it[j].ts_ns = h->ts[i + j];
-		}
-		workers_dispatch(ws, it, n);
-		workers_housekeeping(ws);
-	}
+	for (unsigned i = 0; i < h->n;)
+		i += held_dispatch(h, i, ws);
 	memset(ri, 0, sizeof(*ri));
 	workers_stop(ws, ri);
 	*flows = flow_table_stats(workers_worker(ws, 0)->pl->flows)->created;
