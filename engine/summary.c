@@ -11,10 +11,8 @@
 #include "message.h"
 #include "output.h"
 #include "pipeline.h"
-#include "match.h"
 #include "smtp.h"
 #include "stage_clock.h"
-#include "storm.h"
 #include "verdict.h"
 
 static void human_bytes(char *b, size_t n, double v)

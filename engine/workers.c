@@ -18,7 +18,6 @@
 #include "clocks.h"
 #include "counters.h"
 #include "decode.h"
-#include "flow.h"
 #include "mime.h"
 #include "smtp.h"
 #include "summary.h"
@@ -343,7 +342,6 @@ struct workers *workers_new(const struct workers_config *cfg, char *err, size_t 
 
 		w->id = k;
 		w->ws = ws;
-		w->user = cfg->user;
 		output_init(&w->out, cfg->out);
 		if (cfg->pcfg) {
 			w->pl = pipeline_new(n > 1 ? &pcfg : cfg->pcfg, cfg->linktype, &w->out);
@@ -447,11 +445,6 @@ void workers_stop(struct workers *ws, struct run_info *ri)
 struct worker *workers_worker(struct workers *ws, unsigned k)
 {
 	return &ws->w[k];
-}
-
-unsigned workers_count(const struct workers *ws)
-{
-	return ws->n;
 }
 
 void workers_free(struct workers *ws)

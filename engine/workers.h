@@ -96,7 +96,6 @@ struct workers_config {
 	/* what a worker does with a batch of frames, on its own thread;
 	 * NULL: each frame through the worker's pipeline */
 	void (*run)(struct worker *w, const struct work_item *it, unsigned n);
-	void *user;                  /* for run */
 };
 
 struct worker {
@@ -119,7 +118,6 @@ struct worker {
 	struct smtp_stats smtp;
 	struct stage_clock clock;
 	double cpu_s;
-	void *user;                  /* the config's user */
 } __attribute__((aligned(64)));
 
 /* Sets up cfg->n workers: pipelines (when cfg->pcfg), outputs, rings, no
@@ -178,7 +176,6 @@ void workers_stop(struct workers *ws, struct run_info *ri);
 
 /* Worker k (k < N). */
 struct worker *workers_worker(struct workers *ws, unsigned k);
-unsigned workers_count(const struct workers *ws);
 
 /* The worker of a flow hash: its bucket's. */
 unsigned workers_of_hash(const struct workers *ws, uint32_t h);
